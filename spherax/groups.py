@@ -1,0 +1,402 @@
+"""Groups: how a parameter leaf splits into scale-invariant groups.
+
+A *group* is one vector of parameters whose loss is invariant to positive scaling
+(REFERENCE §1): one output filter of a conv followed by BatchNorm, a whole layer
+under LayerNorm, a set of filters under GroupNorm. A :class:`GroupSpec` says which
+axes of a leaf *index* the groups; every other axis is reduced over (it runs over
+the elements of one group).
+
+Flax puts the output axis last (Conv ``(kh, kw, in, out)``, Dense ``(in, out)``),
+so the default rule groups every leaf with ``ndim >= 2`` per output unit
+(``GroupSpec(axes=(-1,))``) and leaves ``ndim <= 1`` leaves (biases, norm scales)
+ungrouped.
+
+The ``groups=`` argument of every spherax transform accepts
+
+* ``None``: the default rule;
+* a pytree matching params whose leaves are :class:`GroupSpec` or ``None``
+  (``None`` = not grouped);
+* a :class:`PathRules` object from :func:`by_path` (rules on the ``/``-joined
+  parameter path); it is not callable, so it passes through
+  ``optax.inject_hyperparams`` untouched;
+* a callable ``params -> spec pytree`` (under ``optax.inject_hyperparams`` name
+  it in ``static_args``, since optax treats every other callable as a schedule).
+
+This module is pure metadata: it resolves a ``groups`` argument against the
+shapes of a params pytree into one :class:`GroupLayout` (or ``None``) per leaf,
+validates it with errors that name the parameter path, and maps per-leaf
+functions over trees. It never touches array values.
+
+Example:
+
+>>> import jax.numpy as jnp
+>>> import spherax
+>>> params = {'conv': {'kernel': jnp.ones((3, 3, 4, 8))}, 'bias': jnp.ones(8)}
+>>> layouts = spherax.groups.resolve(None, params)
+>>> [None if l is None else (l.num_groups, l.group_size) for l in layouts]
+[None, (8, 36)]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import jax
+
+__all__ = [
+    "GroupSpec",
+    "GroupLayout",
+    "PathRules",
+    "per_output",
+    "whole",
+    "channel_groups",
+    "stacked",
+    "default_rule",
+    "by_path",
+    "resolve",
+    "resolve_with_paths",
+    "leaf_paths",
+    "tree_map_groups",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSpec:
+  """Which axes of a parameter leaf index its groups.
+
+  Attributes:
+    axes: the kept axes (negative values count from the end). Every other axis
+      is reduced over: one group is one slice with all kept indices fixed.
+      ``(-1,)`` is one group per output unit in Flax layout, ``()`` one group
+      for the whole tensor, ``(-2, -1)`` one group per (head, head_dim) output
+      of a ``DenseGeneral`` kernel ``(in, heads, head_dim)``, ``(0, -1)`` per
+      output unit of each layer of a stacked (scanned) kernel.
+    num_groups: if set, the last kept axis (size ``C``) is split into
+      ``num_groups`` contiguous blocks of ``C // num_groups`` units and each
+      block forms one group together with the reduced axes (GroupNorm with
+      ``num_groups`` groups).
+  """
+
+  axes: tuple[int, ...] = (-1,)
+  num_groups: int | None = None
+
+  def __post_init__(self):
+    axes = tuple(self.axes)
+    if not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
+      raise TypeError(f"GroupSpec.axes must be a tuple of ints, got {self.axes!r}")
+    object.__setattr__(self, "axes", axes)
+    if self.num_groups is not None:
+      if not isinstance(self.num_groups, int) or self.num_groups < 1:
+        raise ValueError(
+            f"GroupSpec.num_groups must be a positive int, got {self.num_groups!r}"
+        )
+      if not axes:
+        raise ValueError("GroupSpec.num_groups needs at least one kept axis to split")
+
+  def layout(self, shape: Sequence[int], path: str = "<leaf>") -> "GroupLayout":
+    """Binds this spec to a leaf shape, validating it (errors name ``path``)."""
+    shape = tuple(int(s) for s in shape)
+    ndim = len(shape)
+    kept = []
+    for a in self.axes:
+      if not -ndim <= a < ndim:
+        raise ValueError(
+            f"spherax groups: parameter '{path}' with shape {shape}: group axis {a} "
+            f"is out of range for a {ndim}-d leaf"
+        )
+      kept.append(a % ndim)
+    if len(set(kept)) != len(kept):
+      raise ValueError(
+          f"spherax groups: parameter '{path}' with shape {shape}: repeated group "
+          f"axes {self.axes}"
+      )
+    kept = sorted(kept)
+    if self.num_groups is None:
+      view_shape = shape
+      view_kept = tuple(kept)
+    else:
+      split = kept[-1]
+      channels = shape[split]
+      if channels % self.num_groups:
+        raise ValueError(
+            f"spherax groups: parameter '{path}' with shape {shape}: axis {split} of "
+            f"size {channels} cannot be split into num_groups={self.num_groups}"
+        )
+      view_shape = (
+          shape[:split]
+          + (self.num_groups, channels // self.num_groups)
+          + shape[split + 1 :]
+      )
+      view_kept = tuple(a if a <= split else a + 1 for a in kept)
+    reduce_axes = tuple(a for a in range(len(view_shape)) if a not in view_kept)
+    return GroupLayout(
+        path=path,
+        shape=shape,
+        view_shape=view_shape,
+        reduce_axes=reduce_axes,
+    )
+
+
+def per_output(num_axes: int = 1) -> GroupSpec:
+  """One group per output unit; the output unit spans the last ``num_axes`` axes."""
+  if num_axes < 1:
+    raise ValueError(f"per_output needs num_axes >= 1, got {num_axes}")
+  return GroupSpec(tuple(range(-num_axes, 0)))
+
+
+def whole() -> GroupSpec:
+  """The whole tensor is one group (a layer followed by LayerNorm)."""
+  return GroupSpec(())
+
+
+def channel_groups(num_groups: int) -> GroupSpec:
+  """``num_groups`` contiguous sets of output units (a layer followed by GroupNorm)."""
+  return GroupSpec((-1,), num_groups)
+
+
+def stacked(spec: GroupSpec | None = None) -> GroupSpec:
+  """``spec`` applied independently to every slice of a leading stacked axis."""
+  spec = per_output() if spec is None else spec
+  if any(a == 0 for a in spec.axes):
+    raise ValueError(f"stacked(): {spec} already keeps axis 0")
+  shifted = tuple(a + 1 if a >= 0 else a for a in spec.axes)
+  return GroupSpec((0,) + shifted, spec.num_groups)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupLayout:
+  """A :class:`GroupSpec` bound to one leaf shape (static, hashable metadata).
+
+  Reductions happen on a *view* of the leaf (a free reshape that splits the
+  channel axis when ``num_groups`` is set) over ``reduce_axes`` with
+  ``keepdims=True``; their result has ``stat_shape`` and broadcasts against the
+  view. Per-group state is stored in ``stat_shape``.
+  """
+
+  path: str
+  shape: tuple[int, ...]
+  view_shape: tuple[int, ...]
+  reduce_axes: tuple[int, ...]
+
+  @property
+  def stat_shape(self) -> tuple[int, ...]:
+    return tuple(
+        1 if i in self.reduce_axes else s for i, s in enumerate(self.view_shape)
+    )
+
+  @property
+  def group_size(self) -> int:
+    """``d``: the number of elements of one group."""
+    return math.prod(self.view_shape[i] for i in self.reduce_axes)
+
+  @property
+  def num_groups(self) -> int:
+    return math.prod(self.stat_shape)
+
+  @property
+  def is_split(self) -> bool:
+    return self.view_shape != self.shape
+
+
+def default_rule(path: str, leaf: Any) -> GroupSpec | None:
+  """The default rule: per output unit (last axis) for ``ndim >= 2``, else none."""
+  del path
+  return per_output() if len(leaf.shape) >= 2 else None
+
+
+_Rule = Union[GroupSpec, None, Callable[[str, Any], Union[GroupSpec, None]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class PathRules:
+  """Group specs chosen by regular expressions on the ``/``-joined parameter path.
+
+  Built by :func:`by_path`. The first pattern that ``re.search``-es a path wins;
+  paths that match none get ``default``. Deliberately not callable, so
+  ``optax.inject_hyperparams`` does not mistake it for a schedule.
+  """
+
+  rules: tuple[tuple[str, _Rule], ...]
+  default: Callable[[str, Any], GroupSpec | None] = default_rule
+
+  def spec_for(self, path: str, leaf: Any) -> GroupSpec | None:
+    for pattern, rule in self.rules:
+      if re.search(pattern, path):
+        return rule(path, leaf) if callable(rule) else rule
+    return self.default(path, leaf)
+
+
+def by_path(
+    rules: Sequence[tuple[str, _Rule]] | dict[str, _Rule] = (),
+    default: Callable[[str, Any], GroupSpec | None] = default_rule,
+) -> PathRules:
+  """Builds group specs from rules on parameter paths.
+
+  Args:
+    rules: ``(pattern, spec)`` pairs (or a dict), tried in order; ``spec`` is a
+      :class:`GroupSpec`, ``None`` (not grouped) or ``f(path, leaf) -> spec``.
+      Paths join the pytree keys with ``/``; a trailing ``/value`` added by
+      ``flax.nnx`` variables is dropped (``'head/kernel'``).
+    default: the rule for paths no pattern matches.
+
+  Example:
+
+  >>> import jax.numpy as jnp
+  >>> import spherax
+  >>> params = {'conv': {'kernel': jnp.ones((3, 3, 4, 8))},
+  ...           'head': {'kernel': jnp.ones((8, 10))}}
+  >>> rules = spherax.groups.by_path({'^head/': None})
+  >>> [l.path for l in spherax.groups.resolve(rules, params) if l is not None]
+  ['conv/kernel']
+  """
+  items = tuple(rules.items()) if isinstance(rules, dict) else tuple(rules)
+  for pattern, _ in items:
+    re.compile(pattern)
+  return PathRules(items, default)
+
+
+def leaf_paths(tree: Any) -> list[str]:
+  """The ``/``-joined path of every leaf of ``tree`` (``/value`` suffix dropped)."""
+  keyed = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return [_path_name(path) for path, _ in keyed]
+
+
+def _path_name(keypath) -> str:
+  name = jax.tree_util.keystr(keypath, simple=True, separator="/")
+  return name[: -len("/value")] if name.endswith("/value") else name
+
+
+def _is_spec_leaf(x: Any) -> bool:
+  return x is None or isinstance(x, GroupSpec)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chunk:
+  """The specs of the leaves under one spec-tree position (a pytree leaf)."""
+
+  specs: list
+
+
+def _specs_from_tree(spec_tree: Any, params: Any, paths: list[str]) -> list:
+  """Aligns a user spec pytree with the leaves of ``params``.
+
+  Positions where ``params`` holds a subtree without leaves (``optax.MaskedNode``
+  inside ``optax.masked``/``optax.partition``) are skipped, so a spec tree for
+  the full params also works on a masked subset.
+  """
+  try:
+    aligned = jax.tree.map(
+        lambda spec, sub: _Chunk([spec] * len(jax.tree.leaves(sub))),
+        spec_tree,
+        params,
+        is_leaf=_is_spec_leaf,
+    )
+  except (ValueError, TypeError) as err:
+    raise ValueError(
+        "spherax groups: the group-spec pytree does not match the params pytree "
+        f"(leaves must be GroupSpec or None, one per parameter): {err}"
+    ) from None
+  chunks = jax.tree.leaves(aligned, is_leaf=lambda x: isinstance(x, _Chunk))
+  specs = [spec for chunk in chunks for spec in chunk.specs]
+  for spec, path in zip(specs, paths):
+    if not _is_spec_leaf(spec):
+      raise TypeError(
+          f"spherax groups: parameter '{path}': expected a GroupSpec or None, "
+          f"got {spec!r}"
+      )
+  return specs
+
+
+def resolve_with_paths(
+    groups: Any, params: Any, *, min_group_size: int = 1, who: str = "spherax"
+) -> tuple[list[GroupLayout | None], list[str]]:
+  """Like :func:`resolve`, also returning every leaf's path."""
+  keyed, _ = jax.tree_util.tree_flatten_with_path(params)
+  paths = [_path_name(p) for p, _ in keyed]
+  leaves = [leaf for _, leaf in keyed]
+  if groups is None:
+    specs = [default_rule(p, leaf) for p, leaf in zip(paths, leaves)]
+  elif isinstance(groups, PathRules):
+    specs = [groups.spec_for(p, leaf) for p, leaf in zip(paths, leaves)]
+  elif isinstance(groups, GroupSpec):
+    raise TypeError(
+        "spherax groups: pass a pytree of GroupSpec (or by_path rules), not a single "
+        "GroupSpec; e.g. by_path({'': spec}) applies one spec to every leaf"
+    )
+  elif callable(groups):
+    specs = _specs_from_tree(groups(params), params, paths)
+  else:
+    specs = _specs_from_tree(groups, params, paths)
+  layouts = []
+  for spec, path, leaf in zip(specs, paths, leaves):
+    if spec is None:
+      layouts.append(None)
+      continue
+    if not isinstance(spec, GroupSpec):
+      raise TypeError(
+          f"spherax groups: parameter '{path}': a rule returned {spec!r}, expected "
+          "a GroupSpec or None"
+      )
+    layout = spec.layout(leaf.shape, path)
+    if layout.group_size < min_group_size:
+      raise ValueError(
+          f"{who}: parameter '{path}' with shape {layout.shape} has groups of "
+          f"{layout.group_size} element(s) under {spec}; this transform needs "
+          f"groups of at least {min_group_size} elements (mark the leaf as not "
+          "grouped with None, or choose other axes)"
+      )
+    layouts.append(layout)
+  return layouts, paths
+
+
+def resolve(
+    groups: Any, params: Any, *, min_group_size: int = 1, who: str = "spherax"
+) -> list[GroupLayout | None]:
+  """Resolves a ``groups`` argument to one layout (or ``None``) per leaf of ``params``.
+
+  Works on arrays and on ``jax.ShapeDtypeStruct`` leaves (only shapes are read).
+
+  Args:
+    groups: ``None``, a spec pytree, :class:`PathRules` or a callable (see the
+      module docstring).
+    params: the params pytree (possibly holding ``optax.MaskedNode`` subtrees).
+    min_group_size: the smallest group a transform accepts (a transport needs 2).
+    who: the transform's name, for error messages.
+
+  Returns:
+    A list aligned with ``jax.tree.leaves(params)``.
+
+  Raises:
+    ValueError, TypeError: with the parameter path, for axes out of range, a
+      channel count that ``num_groups`` does not divide, groups smaller than
+      ``min_group_size`` or a spec tree that does not match ``params``.
+  """
+  return resolve_with_paths(groups, params, min_group_size=min_group_size, who=who)[0]
+
+
+def tree_map_groups(
+    fn: Callable[..., Any],
+    layouts: Sequence[GroupLayout | None],
+    tree: Any,
+    *rest: Any,
+) -> Any:
+  """Maps ``fn(layout, leaf, *rest_leaves)`` over the leaves of ``tree``.
+
+  ``layouts`` is aligned with ``jax.tree.leaves(tree)``; every tree in ``rest``
+  has ``tree``'s structure (its leaves may have other shapes, e.g. per-group
+  statistics). Returns a tree with ``tree``'s structure. Subtrees without
+  leaves (``optax.MaskedNode``) pass through.
+  """
+  leaves, treedef = jax.tree.flatten(tree)
+  if len(leaves) != len(layouts):
+    raise ValueError(
+        f"spherax groups: {len(layouts)} group layouts for a tree of {len(leaves)} "
+        "leaves; resolve the groups against the same params pytree"
+    )
+  rest_leaves = [treedef.flatten_up_to(r) for r in rest]
+  out = [fn(layout, *args) for layout, *args in zip(layouts, leaves, *rest_leaves)]
+  return jax.tree.unflatten(treedef, out)

@@ -1,0 +1,158 @@
+"""Tests for spherax.geometry against NumPy per-group re-derivations and invariants."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spherax import geometry, groups
+
+RNG = np.random.default_rng(0)
+
+
+def _np_groups(x):
+  """Flax layout, per output unit: columns of the (d, n) reshaped array."""
+  return x.reshape(-1, x.shape[-1])
+
+
+@pytest.fixture
+def xs():
+  x = RNG.normal(size=(3, 3, 2, 5)).astype(np.float64)
+  x[..., 0] = 0.0  # a zero-norm group
+  m = RNG.normal(size=x.shape)
+  return x, m
+
+
+def _layout(x):
+  return groups.per_output().layout(x.shape)
+
+
+def test_reductions_match_numpy(xs):
+  x, m = xs
+  with jax.enable_x64(True):
+    layout = _layout(x)
+    np.testing.assert_allclose(
+        np.ravel(geometry.dot(jnp.asarray(x), jnp.asarray(m), layout)),
+        np.sum(_np_groups(x) * _np_groups(m), axis=0),
+    )
+    np.testing.assert_allclose(
+        np.ravel(geometry.norm(jnp.asarray(m), layout)), np.linalg.norm(_np_groups(m), axis=0)
+    )
+    np.testing.assert_allclose(
+        np.ravel(geometry.mean(jnp.asarray(m), layout)), _np_groups(m).mean(axis=0)
+    )
+
+
+def test_bf16_reductions_are_float32():
+  x = jnp.ones((64, 3), jnp.bfloat16) * 1.01
+  layout = _layout(x)
+  assert geometry.sqnorm(x, layout).dtype == jnp.float32
+  np.testing.assert_allclose(geometry.sqnorm(x, layout), 64 * float(x[0, 0]) ** 2, rtol=1e-6)
+
+
+def test_tangent_projection_is_orthogonal_idempotent_and_safe(xs):
+  x, m = xs
+  with jax.enable_x64(True):
+    layout = _layout(x)
+    t = geometry.tangent(jnp.asarray(m), jnp.asarray(x), layout)
+    np.testing.assert_allclose(geometry.dot(t, jnp.asarray(x), layout), 0, atol=1e-12)
+    np.testing.assert_allclose(geometry.tangent(t, jnp.asarray(x), layout), t, atol=1e-12)
+    # zero-norm group: nothing removed, nothing NaN
+    np.testing.assert_allclose(t[..., 0], m[..., 0])
+    t_np = _np_groups(m) - _np_groups(x) * (
+        np.sum(_np_groups(m) * _np_groups(x), 0) / np.maximum(np.sum(_np_groups(x) ** 2, 0), 1e-300)
+    )
+    np.testing.assert_allclose(_np_groups(np.asarray(t)), t_np, atol=1e-12)
+
+
+def test_retract_lands_on_the_norm_and_keeps_zero_groups(xs):
+  x, _ = xs
+  layout = _layout(x)
+  y = geometry.retract(jnp.asarray(x, jnp.float32), 2.5, layout)
+  norms = np.ravel(geometry.norm(y, layout))
+  np.testing.assert_allclose(norms[1:], 2.5, rtol=1e-6)
+  assert norms[0] == 0 and np.all(np.isfinite(y))
+
+
+def test_exp_map_stays_on_unit_sphere_and_matches_formula():
+  with jax.enable_x64(True):
+    y = RNG.normal(size=(7, 4))
+    y /= np.linalg.norm(y, axis=0)
+    layout = _layout(y)
+    delta = geometry.tangent(jnp.asarray(RNG.normal(size=y.shape)), jnp.asarray(y), layout)
+    delta = delta.at[:, 0].set(0.0)
+    z = geometry.exp_map(jnp.asarray(y), delta, layout)
+    np.testing.assert_allclose(np.ravel(geometry.norm(z, layout)), 1.0, rtol=1e-12)
+    d = np.asarray(delta)
+    n = np.linalg.norm(d, axis=0)
+    expected = y * np.cos(n) + d / np.where(n > 0, n, 1) * np.sin(n)
+    np.testing.assert_allclose(z, expected, atol=1e-12)
+
+
+def _tangent_pair(shape, seed):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=shape)
+  x_new = x + 0.3 * rng.normal(size=shape)
+  layout = _layout(x)
+  m = np.asarray(geometry.tangent(jnp.asarray(rng.normal(size=shape)), jnp.asarray(x), layout))
+  return x, x_new, m, layout
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+def test_reference_transport_maps_tangent_to_tangent_and_matches_numpy(rescale):
+  with jax.enable_x64(True):
+    x, x_new, m, layout = _tangent_pair((6, 3), 1)
+    out = geometry.transport_reference(
+        jnp.asarray(m), jnp.asarray(x), jnp.asarray(x_new), layout, rescale=rescale
+    )
+    np.testing.assert_allclose(geometry.dot(out, jnp.asarray(x_new), layout), 0, atol=1e-12)
+    r, r_new = np.linalg.norm(x, axis=0), np.linalg.norm(x_new, axis=0)
+    u, u_new = x / r, x_new / r_new
+    expected = np.sum(u * u_new, 0) * m - np.sum(m * u_new, 0) * u
+    if rescale:
+      expected = expected * r / r_new
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+
+
+def test_parallel_transport_preserves_norms_and_tangency():
+  with jax.enable_x64(True):
+    x, x_new, m, layout = _tangent_pair((6, 3), 2)
+    out = geometry.transport_parallel(jnp.asarray(m), jnp.asarray(x), jnp.asarray(x_new), layout)
+    np.testing.assert_allclose(geometry.dot(out, jnp.asarray(x_new), layout), 0, atol=1e-12)
+    np.testing.assert_allclose(
+        geometry.norm(out, layout), geometry.norm(jnp.asarray(m), layout), rtol=1e-12
+    )
+    # moving along the great circle: the in-plane tangent turns into the new in-plane tangent
+    u = x / np.linalg.norm(x, axis=0)
+    u_new = x_new / np.linalg.norm(x_new, axis=0)
+    w = u_new - np.sum(u * u_new, 0) * u
+    w /= np.linalg.norm(w, axis=0)
+    w_out = np.asarray(geometry.transport_parallel(jnp.asarray(w), jnp.asarray(x), jnp.asarray(x_new), layout))
+    expected = -(u - np.sum(u * u_new, 0) * u_new)
+    expected /= np.linalg.norm(expected, axis=0)
+    np.testing.assert_allclose(w_out, expected, atol=1e-12)
+
+
+def test_transports_are_finite_on_zero_groups():
+  z = jnp.zeros((4, 2))
+  m = jnp.ones((4, 2))
+  layout = _layout(z)
+  for out in (
+      geometry.transport_reference(m, z, z, layout),
+      geometry.transport_parallel(m, z, z, layout),
+  ):
+    assert np.all(np.isfinite(out))
+
+
+def test_center_removes_group_mean_with_channel_groups():
+  x = jnp.asarray(RNG.normal(size=(3, 8)), jnp.float32)
+  layout = groups.channel_groups(2).layout(x.shape)
+  c = geometry.center(x, layout)
+  np.testing.assert_allclose(np.asarray(c)[:, :4].sum(), 0, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(c)[:, 4:].sum(), 0, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(c - x)[:, :4], np.full((3, 4), -np.asarray(x)[:, :4].mean()), atol=1e-6)
+
+
+def test_safe_div_has_nan_free_gradients():
+  g = jax.grad(lambda d: geometry.safe_div(1.0, d))(0.0)
+  assert np.isfinite(g)

@@ -1,0 +1,142 @@
+"""Tests for spherax.groups: specs, default rule, path rules, validation, masking."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from spherax import groups
+from spherax.groups import GroupSpec
+
+
+def _params():
+  return {
+      "conv": {"kernel": jnp.ones((3, 3, 4, 8)), "bias": jnp.ones(8)},
+      "head": {"kernel": jnp.ones((8, 10)), "bias": jnp.ones(10)},
+  }
+
+
+def test_default_rule_groups_per_output_unit_and_skips_vectors():
+  layouts = groups.resolve(None, _params())
+  paths = groups.leaf_paths(_params())
+  got = {p: (None if l is None else (l.num_groups, l.group_size)) for p, l in zip(paths, layouts)}
+  assert got == {
+      "conv/bias": None,
+      "conv/kernel": (8, 36),
+      "head/bias": None,
+      "head/kernel": (10, 8),
+  }
+
+
+@pytest.mark.parametrize(
+    "spec, shape, stat_shape, size",
+    [
+        (groups.per_output(), (3, 3, 4, 8), (1, 1, 1, 8), 36),
+        (groups.whole(), (3, 3, 4, 8), (1, 1, 1, 1), 288),
+        (groups.per_output(2), (16, 4, 8), (1, 4, 8), 16),
+        (groups.stacked(), (5, 16, 8), (5, 1, 8), 16),
+        (groups.channel_groups(4), (3, 3, 4, 8), (1, 1, 1, 4, 1), 72),
+        (GroupSpec((0,)), (6, 5), (6, 1), 5),
+    ],
+)
+def test_layout_matches_numpy_grouping(spec, shape, stat_shape, size):
+  layout = spec.layout(shape)
+  assert layout.stat_shape == stat_shape
+  assert layout.group_size == size
+  assert layout.num_groups * layout.group_size == np.prod(shape)
+
+
+def test_channel_groups_gathers_contiguous_output_units():
+  x = np.arange(2 * 6, dtype=np.float32).reshape(2, 6)
+  layout = groups.channel_groups(3).layout(x.shape)
+  from spherax import geometry
+
+  sums = np.asarray(geometry.group_sum(jnp.asarray(x), layout)).ravel()
+  expected = [x[:, 2 * g : 2 * g + 2].sum() for g in range(3)]
+  np.testing.assert_allclose(sums, expected)
+
+
+def test_by_path_first_match_wins_and_strips_nnx_value_suffix():
+  params = {"head": {"kernel": {"value": jnp.ones((8, 10))}}, "attn": {"q": jnp.ones((8, 2, 4))}}
+  rules = groups.by_path([("^head/kernel$", None), ("attn/", groups.per_output(2))])
+  layouts, paths = groups.resolve_with_paths(rules, params)
+  assert paths == ["attn/q", "head/kernel"]
+  assert layouts[0].stat_shape == (1, 2, 4) and layouts[1] is None
+
+
+def test_spec_tree_and_callable_agree():
+  params = _params()
+  tree = {
+      "conv": {"kernel": groups.whole(), "bias": None},
+      "head": {"kernel": None, "bias": None},
+  }
+  from_tree = groups.resolve(tree, params)
+  from_fn = groups.resolve(lambda p: tree, params)
+  assert from_tree == from_fn
+  assert [l is not None for l in from_tree] == [False, True, False, False]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (GroupSpec((4,)), "out of range"),
+        (groups.channel_groups(3), "cannot be split"),
+        (GroupSpec((-1, 3)), "repeated"),
+    ],
+)
+def test_bad_specs_fail_naming_the_path(spec, message):
+  params = {"block": {"conv": jnp.ones((3, 3, 4, 8))}}
+  with pytest.raises(ValueError, match=f"block/conv.*{message}"):
+    groups.resolve({"block": {"conv": spec}}, params)
+
+
+def test_min_group_size_names_the_path():
+  params = {"dense": jnp.ones((1, 4))}
+  with pytest.raises(ValueError, match="'dense'.*at least 2"):
+    groups.resolve(None, params, min_group_size=2, who="transport")
+
+
+def test_mismatched_spec_tree_is_a_clear_error():
+  with pytest.raises(ValueError, match="does not match"):
+    groups.resolve({"a": None}, {"a": jnp.ones(2), "b": jnp.ones(2)})
+
+
+def test_single_spec_is_rejected_with_hint():
+  with pytest.raises(TypeError, match="by_path"):
+    groups.resolve(groups.whole(), _params())
+
+
+def test_full_spec_tree_works_on_masked_params():
+  params = _params()
+  mask = jax.tree.map(lambda p: p.ndim > 1, params)
+  masked = jax.tree.map(lambda m, p: p if m else optax.MaskedNode(), mask, params)
+  tree = {
+      "conv": {"kernel": groups.per_output(), "bias": None},
+      "head": {"kernel": groups.whole(), "bias": None},
+  }
+  layouts = groups.resolve(tree, masked)
+  assert [l.path for l in layouts] == ["conv/kernel", "head/kernel"]
+  assert layouts[1].num_groups == 1
+
+
+def test_shape_dtype_structs_resolve():
+  params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), _params())
+  assert groups.resolve(None, params) == groups.resolve(None, _params())
+
+
+def test_tree_map_groups_passes_layouts_and_keeps_structure():
+  params = _params()
+  layouts = groups.resolve(None, params)
+  out = groups.tree_map_groups(
+      lambda l, p, q: (p + q).sum() if l is None else jnp.asarray(l.group_size),
+      layouts,
+      params,
+      params,
+  )
+  assert jax.tree.structure(out) == jax.tree.structure(params)
+  assert int(out["conv"]["kernel"]) == 36 and float(out["conv"]["bias"]) == 16.0
+
+
+def test_path_rules_are_not_callable_so_inject_hyperparams_keeps_them():
+  assert not callable(groups.by_path({"x": None}))
