@@ -6,4 +6,4 @@ from spherax.groups import GroupSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["GroupSpec", "geometry", "groups"]
+# Public names are added below, one import line each (keep this file import-only).

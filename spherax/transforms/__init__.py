@@ -1,0 +1,1 @@
+"""Building blocks: one optax ``GradientTransformationExtraArgs`` per module."""
