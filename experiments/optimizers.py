@@ -1,0 +1,232 @@
+"""Optimizers and learning-rate schedules by name, for the experiment configs.
+
+Every method of the reproduced tables is one entry of :data:`METHODS`, built with
+``build(name, learning_rate=..., **hyperparameters)``. spherax optimizers are looked
+up lazily on the public package (``spherax.<name>``), so a method whose optimizer has
+not landed fails only when it is used, with a clear error.
+
+Conventions (REFERENCE §3, §5, §7):
+
+* ``weight_decay`` of SGD-M and Adam is the *coupled* L2 of the reference code
+  (``g ← g + λx`` before the moments); of AdamW and Lion it is decoupled
+  (``x ← x − ηλx``), optax's convention (the product ``ηλ`` is what the
+  equilibrium depends on).
+* The "†" variants (AdamW†, AdamG†) apply the spherical optimizer to the grouped
+  conv filters only (4-d kernels) and Adam with coupled L2 ``adam_weight_decay``
+  elsewhere, through ``optax.partition``.
+
+:func:`predicted_angular_update` gives the equilibrium angular update per step of
+REFERENCE §5 (seed 004 Table 1; seed 002 Theorem 3) for the methods where it is
+defined, from the *scheduled* learning rate.
+
+Example:
+
+>>> import jax.numpy as jnp
+>>> tx = build('sgdm', learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
+>>> state = tx.init({'w': jnp.ones((3, 3, 2, 4))})
+>>> round(float(predicted_angular_update('sgdm', 0.5, momentum=0.9,
+...                                      weight_decay=1e-4)), 4)
+0.0073
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = [
+    "METHODS",
+    "Method",
+    "build",
+    "conv_filter_labels",
+    "predicted_angular_update",
+    "schedule",
+]
+
+
+def _spherax(name: str) -> Callable[..., optax.GradientTransformation]:
+  """``spherax.<name>``, or a clear error if that optimizer has not landed."""
+  module = importlib.import_module("spherax")
+  if not hasattr(module, name):
+    raise NotImplementedError(
+        f"experiments.optimizers: spherax.{name} is not available in this checkout "
+        "(the optimizer has not been added to spherax's public API yet)"
+    )
+  return getattr(module, name)
+
+
+def _sgdm(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
+  """SGD with momentum and coupled L2: ``buf ← μ buf + g + λx``, ``x ← x − η buf``."""
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
+  )
+
+
+def _sgd(learning_rate, weight_decay=0.0):
+  """Plain SGD with coupled L2 (seed 000 Fig. 2)."""
+  return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate))
+
+
+def _adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
+  """Adam with coupled L2 (the reference code's ``weight_decay``)."""
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay), optax.adam(learning_rate, b1, b2, eps)
+  )
+
+
+def _adagrad(learning_rate, eps=1e-10, initial_accumulator_value=0.0):
+  return optax.adagrad(
+      learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps
+  )
+
+
+def conv_filter_labels(params: Any) -> Any:
+  """``'sphere'`` for conv kernels (4-d leaves, grouped per filter), else ``'adam'``."""
+  return jax.tree.map(lambda x: "sphere" if len(x.shape) == 4 else "adam", params)
+
+
+def _dagger(inner_name: str) -> Callable[..., optax.GradientTransformation]:
+  """The "†" rule: ``inner`` on conv filters, Adam (coupled L2) elsewhere."""
+
+  def factory(learning_rate, adam_weight_decay=0.0, b1=0.9, b2=0.999, **inner_kw):
+    inner = METHODS[inner_name].factory(learning_rate=learning_rate, b1=b1, b2=b2, **inner_kw)
+    adam = _adam(learning_rate, b1=b1, b2=b2, weight_decay=adam_weight_decay)
+    return optax.partition({"sphere": inner, "adam": adam}, conv_filter_labels)
+
+  return factory
+
+
+def _lazy(name: str, **fixed) -> Callable[..., optax.GradientTransformation]:
+  def factory(learning_rate, **kw):
+    return _spherax(name)(learning_rate=learning_rate, **fixed, **kw)
+
+  return factory
+
+
+def _sgdm_eq(lr, *, momentum=0.9, weight_decay=0.0, **_):
+  return jnp.sqrt(2 * lr * weight_decay / (1 + momentum))
+
+
+def _adamw_eq(lr, *, b1=0.9, weight_decay=0.0, **_):
+  return jnp.sqrt(2 * lr * weight_decay * (1 - b1) / (1 + b1))
+
+
+def _lion_eq(lr, *, b1=0.9, b2=0.99, weight_decay=0.0, **_):
+  return jnp.sqrt(math.pi * lr * weight_decay) * jnp.sqrt(
+      (1 - b1) ** 2 + b1**2 * (1 - b2) / (1 + b2)
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One optimizer of the tables: a factory and, where defined, its equilibrium."""
+
+  factory: Callable[..., optax.GradientTransformation]
+  equilibrium: Callable[..., Any] | None = None
+  label: str = ""
+
+
+METHODS: dict[str, Method] = {
+    # optax baselines
+    "sgd": Method(_sgd, label="SGD"),
+    "sgdm": Method(_sgdm, _sgdm_eq, "SGD-M"),
+    "adam": Method(_adam, label="Adam"),
+    "adamw": Method(optax.adamw, _adamw_eq, "AdamW"),
+    "adagrad": Method(_adagrad, label="AdaGrad"),
+    "lion": Method(optax.lion, _lion_eq, "Lion"),
+    "lars": Method(optax.lars, label="LARS"),
+    "lamb": Method(optax.lamb, label="LAMB"),
+    # seed 001 variants
+    "adams": Method(_lazy("adams"), label="AdamS"),
+    "adam_wo_ab": Method(
+        _lazy("adamsrt", group_moment=True, transport="reference", rescale=False),
+        label="Adam w/o (ab)",
+    ),
+    "adamsrt": Method(_lazy("adamsrt"), label="AdamSRT"),
+    "sgdmrt": Method(_lazy("sgdmrt"), label="SGDMRT"),
+    "adamg": Method(_lazy("adamg"), label="AdamG"),
+    "sgdg": Method(_lazy("sgdg"), label="SGDG"),
+    "adagradg": Method(_lazy("adagradg"), label="AdaGradG"),
+    # peers
+    "adamp": Method(_lazy("adamp"), label="AdamP"),
+    "sgdp": Method(_lazy("sgdp"), label="SGDP"),
+    "nero": Method(_lazy("nero"), label="Nero"),
+    # seed 004 rotational variants
+    "rv_adamw": Method(_lazy("rv_adamw"), _adamw_eq, "RV-AdamW"),
+    "rv_sgdm": Method(_lazy("rv_sgdm"), _sgdm_eq, "RV-SGDM"),
+    "rv_lion": Method(_lazy("rv_lion"), _lion_eq, "RV-Lion"),
+    "rv_adam_l2": Method(_lazy("rv_adam_l2"), _adamw_eq, "Wrapped Adam+L2"),
+}
+METHODS["adamw_dagger"] = Method(_dagger("adamw"), _adamw_eq, "AdamW†")
+METHODS["adamg_dagger"] = Method(_dagger("adamg"), label="AdamG†")
+
+
+def _method(name: str) -> Method:
+  if name not in METHODS:
+    raise ValueError(
+        f"experiments.optimizers: unknown method {name!r}; known: {sorted(METHODS)}"
+    )
+  return METHODS[name]
+
+
+def build(name: str, *, learning_rate, **hyperparameters) -> optax.GradientTransformation:
+  """The optimizer ``name`` with ``learning_rate`` (float or schedule)."""
+  return _method(name).factory(learning_rate=learning_rate, **hyperparameters)
+
+
+def predicted_angular_update(name: str, learning_rate, **hyperparameters):
+  """Equilibrium angular update per step (radians) of REFERENCE §5, or ``None``.
+
+  SGD-M: ``sqrt(2ηλ/(1+α))``; AdamW (and RV-AdamW, wrapped Adam+L2):
+  ``sqrt(2ηλ(1−β1)/(1+β1))``; Lion: ``sqrt(πηλ)·sqrt((1−β1)² + β1²(1−β2)/(1+β2))``.
+  ``None`` for methods without a closed form (Adam+L2, the spherical variants).
+  """
+  method = _method(name)
+  if method.equilibrium is None:
+    return None
+  return method.equilibrium(learning_rate, **hyperparameters)
+
+
+def schedule(
+    kind: str,
+    *,
+    learning_rate: float,
+    steps_per_epoch: int,
+    epochs: int,
+    boundaries: tuple[int, ...] = (),
+    factor: float = 0.1,
+    warmup_epochs: float = 0.0,
+    init_value: float = 1e-6,
+    end_value: float = 1e-5,
+) -> optax.Schedule:
+  """Learning-rate schedule per step.
+
+  * ``'constant'``: ``η``;
+  * ``'multistep'``: ``η · factor^k`` after the ``k``-th epoch boundary
+    (seed 001: ×0.1 at 135/225/315 of 405 epochs);
+  * ``'cosine'``: linear warm-up from ``init_value`` over ``warmup_epochs``, then
+    cosine decay per step to ``end_value`` (seed 004: 5 epochs from 1e-6, 1e-5).
+  """
+  if kind == "constant":
+    return optax.constant_schedule(learning_rate)
+  if kind == "multistep":
+    return optax.piecewise_constant_schedule(
+        learning_rate, {int(b * steps_per_epoch): factor for b in boundaries}
+    )
+  if kind == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=init_value,
+        peak_value=learning_rate,
+        warmup_steps=int(warmup_epochs * steps_per_epoch),
+        decay_steps=epochs * steps_per_epoch,
+        end_value=end_value,
+    )
+  raise ValueError(f"experiments.optimizers: unknown schedule kind {kind!r}")
