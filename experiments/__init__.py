@@ -1,0 +1,1 @@
+"""Experiments for spherax: models, data pipelines, training (REFERENCE §7)."""
