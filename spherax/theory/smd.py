@@ -1,0 +1,154 @@
+"""Spherical Motion Dynamics: SGD/SGDM + weight decay equilibrium (REFERENCE §4, seed 002).
+
+Wan et al. study SGD with L2 weight decay on a scale-invariant group,
+``w ← w − η(g + λw)``, and SGDM ``v ← αv + g + λw``, ``w ← w − ηv``. With the
+unit gradient ``g̃ = g·||w||`` and ``L = E||g̃||²`` (SGDM:
+``L = E[||g̃||² + 2α<v_{t−1}, g̃>]``) the squared norm converges geometrically:
+
+* SGD (Theorem 1): ``||w||² → sqrt(Lη / (2λ))`` at rate ``(1 − 4λη)^T``;
+* SGDM (Theorem 2): ``||w||² → sqrt(Lη / (λ(1−α)(2 − λη/(1+α))))`` at rate
+  ``(1 − 4λη/(1−α))^T``;
+* angular update (Theorem 3): ``Δ_t → sqrt(2λη)`` (SGD), ``sqrt(2λη/(1+α))`` (SGDM).
+
+After the learning rate is divided by ``k`` the new equilibrium needs at least
+``log(k)(1−α)/(4λη)`` steps (Corollary 3.1); dividing every scale-invariant
+group's norm by ``k^{1/4}`` at the drop reaches it at once.
+
+Names follow ``<quantity>_<optimizer>`` (``sgd`` or ``sgdm``). All functions are pure ``jax.numpy`` arithmetic (floats or arrays, jit-able).
+
+Example:
+
+>>> from spherax.theory import smd
+>>> round(float(smd.angular_update_sgdm(0.1, 1e-4, momentum=0.9)), 6)
+0.003244
+>>> round(float(smd.norm_rescale_factor(10.0)), 6)
+0.562341
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+__all__ = [
+    "sqnorm_sgd",
+    "norm_sgd",
+    "angular_update_sgd",
+    "approach_rate_sgd",
+    "sqnorm_sgdm",
+    "norm_sgdm",
+    "angular_update_sgdm",
+    "approach_rate_sgdm",
+    "steps_to_reequilibrate",
+    "norm_rescale_factor",
+]
+
+
+def _f(x):
+  return jnp.asarray(x, dtype=jnp.result_type(float, x))
+
+
+def sqnorm_sgd(learning_rate, weight_decay, unit_grad_sqnorm):
+  """Equilibrium ``||w||² = sqrt(Lη/(2λ))`` of SGD + L2 (seed 002 Theorem 1).
+
+  The fixed point of the first-order map ``x ← (1−2λη)x + Lη²/x``.
+
+  >>> round(float(sqnorm_sgd(0.1, 1e-3, 1.0)), 4)
+  7.0711
+  """
+  return jnp.sqrt(_f(unit_grad_sqnorm) * _f(learning_rate) / (2 * _f(weight_decay)))
+
+
+def norm_sgd(learning_rate, weight_decay, unit_grad_sqnorm):
+  """Equilibrium ``||w|| = (Lη/(2λ))^{1/4}`` of SGD + L2 (seed 002 Theorem 1).
+
+  >>> round(float(norm_sgd(0.1, 1e-3, 1.0)), 4)
+  2.6591
+  """
+  return jnp.sqrt(sqnorm_sgd(learning_rate, weight_decay, unit_grad_sqnorm))
+
+
+def angular_update_sgd(learning_rate, weight_decay):
+  """Equilibrium angular update ``sqrt(2λη)`` of SGD + L2 (seed 002 Theorem 3).
+
+  >>> round(float(angular_update_sgd(0.1, 1e-3)), 6)
+  0.014142
+  """
+  return jnp.sqrt(2 * _f(weight_decay) * _f(learning_rate))
+
+
+def approach_rate_sgd(learning_rate, weight_decay):
+  """Per-step contraction ``1 − 4λη`` of the distance to equilibrium (Theorem 1).
+
+  >>> round(float(approach_rate_sgd(0.1, 1e-3)), 6)
+  0.9996
+  """
+  return 1 - 4 * _f(weight_decay) * _f(learning_rate)
+
+
+def sqnorm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum=0.9):
+  """Equilibrium ``||w||²`` of SGDM + L2 (seed 002 Theorem 2).
+
+  ``sqrt(Lη / (λ(1−α)(2 − λη/(1+α))))``, the fixed point of the SGDM map of
+  App. C.1 (:func:`spherax.simulate.smd_sgdm`).
+
+  >>> round(float(sqnorm_sgdm(0.1, 1e-3, 1.0, momentum=0.9)), 4)
+  22.36
+  """
+  eta, lam, alpha = _f(learning_rate), _f(weight_decay), _f(momentum)
+  den = lam * (1 - alpha) * (2 - lam * eta / (1 + alpha))
+  return jnp.sqrt(_f(unit_grad_sqnorm) * eta / den)
+
+
+def norm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum=0.9):
+  """Equilibrium ``||w||``: the square root of :func:`sqnorm_sgdm`.
+
+  >>> round(float(norm_sgdm(0.1, 1e-3, 1.0, momentum=0.0)), 4)
+  2.6592
+  """
+  return jnp.sqrt(sqnorm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum))
+
+
+def angular_update_sgdm(learning_rate, weight_decay, momentum=0.9):
+  """Equilibrium angular update ``sqrt(2λη/(1+α))`` of SGDM + L2 (seed 002 Theorem 3).
+
+  >>> round(float(angular_update_sgdm(0.1, 1e-3, momentum=0.0)), 6)
+  0.014142
+  """
+  return jnp.sqrt(2 * _f(weight_decay) * _f(learning_rate) / (1 + _f(momentum)))
+
+
+def approach_rate_sgdm(learning_rate, weight_decay, momentum=0.9):
+  """Per-step contraction ``1 − 4λη/(1−α)`` of the distance to equilibrium (Theorem 2).
+
+  >>> round(float(approach_rate_sgdm(0.1, 1e-3, momentum=0.9)), 6)
+  0.996
+  """
+  eta, lam, alpha = _f(learning_rate), _f(weight_decay), _f(momentum)
+  return 1 - 4 * lam * eta / (1 - alpha)
+
+
+def steps_to_reequilibrate(k, learning_rate, weight_decay, momentum=0.0):
+  """Lower bound on the steps to the new equilibrium after the lr is divided by ``k``.
+
+  Seed 002 Corollary 3.1: ``log(k)(1−α)/(4λη)`` (``momentum=0`` for SGD). Its
+  proof bounds the shrinking of ``||w||²`` per step by ``(1 − 2λη)`` (SGD), so
+  ``learning_rate`` is the rate in effect *after* the drop; ``||w||²`` has to shrink by ``sqrt(k)``. Returned as a
+  real number (take the ceiling for a step count).
+
+  >>> round(float(steps_to_reequilibrate(10.0, 0.01, 1e-3)), 2)
+  57564.63
+  """
+  eta, lam, alpha = _f(learning_rate), _f(weight_decay), _f(momentum)
+  return jnp.log(_f(k)) * (1 - alpha) / (4 * lam * eta)
+
+
+def norm_rescale_factor(k):
+  """``k^{-1/4}``: multiply scale-invariant norms by this when the lr is divided by ``k``.
+
+  The equilibrium ``||w||`` scales like ``η^{1/4}`` (Theorems 1–2), so the rescaled
+  weights sit at the new equilibrium at once (seed 002 §5).
+
+  >>> float(norm_rescale_factor(16.0))
+  0.5
+  """
+  return _f(k) ** -0.25
