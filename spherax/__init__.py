@@ -7,3 +7,9 @@ from spherax.groups import GroupSpec
 __version__ = "0.1.0"
 
 # Public names are added below, one import line each (keep this file import-only).
+from spherax.transforms.orthogonalize import orthogonalize
+from spherax.transforms.center import center
+from spherax.transforms.retract import retract
+from spherax.transforms.group_moment import scale_by_group_adam
+from spherax.transforms.transport import transport_moments
+from spherax.optimizers.adamsrt import adams, adamsrt, sgdmrt

@@ -1,0 +1,165 @@
+"""AdamS, AdamSRT and SGDMRT: Adam and SGD-M adapted to the sphere (REFERENCE §3).
+
+Each optimizer is a short chain: coupled L2 (``g ← g + λx``), then the moment
+transform wrapped by :func:`spherax.transport_moments`, which owns the learning
+rate because transporting the moments needs the new point ``x' = x − η s``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+from spherax.transforms.group_moment import check_beta, check_nonnegative, scale_by_group_adam
+from spherax.transforms.transport import transport_moments
+
+__all__ = ["adams", "adamsrt", "sgdmrt"]
+
+
+def adamsrt(
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    *,
+    group_moment: bool = True,
+    transport: str | None = "reference",
+    rescale: bool = True,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """AdamSRT, "Adam w/o (abc)" (seed 001 §4, REFERENCE §3 "Reference code behaviour").
+
+  Per group of ``d`` elements, step ``t`` (from 1):
+
+  1. ``g ← g + λx`` (coupled L2); ``m ← β1 m + (1−β1) g`` element-wise;
+  2. ``v ← β2 v + (1−β2) Σ_group g²`` (``group_moment``; else element-wise: Adam);
+  3. ``x' = x − η sqrt(d) (m/(1−β1^t)) / (sqrt(v/(1−β2^t)) + ε)``;
+  4. ``rescale``: ``v ← v ||x||²/(||x'||² + ε)``; ``transport='reference'``:
+     ``m ← (<x, x'> m − <m, x'> x)/(||x'||² + ε)`` (with ``rescale``) or
+     ``m ← <u, u'> m − <m, u'> u`` (without); ``'parallel'``: the exact parallel
+     transport of ``m``'s tangential part, times ``r/r'`` with ``rescale``.
+
+  ``adamsrt(rescale=False)`` is "Adam w/o (ab)"; :func:`adams` is AdamS.
+  Ungrouped leaves (``ndim <= 1`` by default) get plain Adam with coupled L2,
+  as in the reference code; so do groups of one element (no transport or
+  rescale, as in the reference).
+
+  Args:
+    learning_rate: ``η``, a float or a schedule.
+    b1, b2: moment decays, in ``[0, 1)``.
+    eps: ``ε`` of the denominator and of ``||x'||² + ε``.
+    weight_decay: ``λ``, coupled L2 (added to the gradient).
+    group_moment: one second moment per group (removes phenomenon (a)).
+    transport: ``'reference'``, ``'parallel'`` or ``None`` (phenomenon (b)).
+    rescale: rescale the moments by the radius ratio (phenomenon (c)).
+    groups: the group specification (see :mod:`spherax.groups`).
+
+  Example:
+
+  >>> import jax.numpy as jnp
+  >>> import optax, spherax
+  >>> params = {'w': jnp.array([[3.], [4.]]), 'b': jnp.zeros(1)}
+  >>> opt = spherax.adamsrt(learning_rate=0.1)
+  >>> grads = {'w': jnp.array([[4.], [-3.]]), 'b': jnp.ones(1)}
+  >>> updates, state = opt.update(grads, opt.init(params), params)
+  >>> jnp.round(optax.apply_updates(params, updates)['b'], 4).tolist()
+  [-0.1]
+  """
+  who = "adamsrt"
+  check_nonnegative(who, "weight_decay", weight_decay)
+  if not callable(learning_rate):
+    check_nonnegative(who, "learning_rate", learning_rate)
+  if transport not in ("reference", "parallel", None):
+    raise ValueError(
+        f"{who}: transport must be 'reference', 'parallel' or None, got {transport!r}"
+    )
+  check_beta(who, "b1", b1)
+  check_beta(who, "b2", b2)
+  if group_moment:
+    moments = scale_by_group_adam(b1, b2, eps, groups=groups)
+  else:
+    check_nonnegative(who, "eps", eps)
+    moments = optax.scale_by_adam(b1, b2, eps)
+  if transport is None and not rescale:
+    step = optax.chain(moments, optax.scale_by_learning_rate(learning_rate))
+  else:
+    step = transport_moments(
+        moments, learning_rate, kind=transport, rescale=rescale, eps=eps, groups=groups
+    )
+  return optax.chain(optax.add_decayed_weights(weight_decay), step)
+
+
+def adams(
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    *,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """AdamS, "Adam w/o (a)": Adam with coupled L2 and one second moment per group.
+
+  ``adamsrt(..., transport=None, rescale=False)``: steps 1–3 of :func:`adamsrt`
+  (REFERENCE §3), no transport and no rescale.
+
+  Example:
+
+  >>> import jax.numpy as jnp
+  >>> import optax, spherax
+  >>> params = {'w': jnp.ones((4, 1))}
+  >>> opt = spherax.adams(learning_rate=0.1, eps=0.0)
+  >>> updates, _ = opt.update({'w': jnp.ones((4, 1))}, opt.init(params), params)
+  >>> jnp.round(updates['w'], 4).ravel().tolist()
+  [-0.1, -0.1, -0.1, -0.1]
+  """
+  return adamsrt(
+      learning_rate, b1, b2, eps, weight_decay,
+      transport=None, rescale=False, groups=groups,
+  )
+
+
+def sgdmrt(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    *,
+    rescale: bool = True,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """SGD-M with the momentum transported and rescaled on the sphere (SGDMRT, REFERENCE §3).
+
+  ``g ← g + λx``, ``buf ← μ buf + g``, ``x' = x − η buf``, then per group
+  ``buf ← (<x, x'> buf − <buf, x'> x)/||x'||²`` (0 where ``x' = 0``; the
+  reference has no ε), or ``buf ← <u, u'> buf − <buf, u'> u`` without
+  ``rescale``. Ungrouped leaves and one-element groups: SGD-M with coupled L2.
+
+  Args:
+    learning_rate: ``η``, a float or a schedule.
+    momentum: ``μ``, in ``[0, 1)``.
+    weight_decay: ``λ``, coupled L2.
+    rescale: rescale the buffer by the radius ratio ``r/r'``.
+    groups: the group specification (see :mod:`spherax.groups`).
+
+  Example:
+
+  >>> import jax.numpy as jnp
+  >>> import optax, spherax
+  >>> params = {'w': jnp.array([[1.], [0.]])}
+  >>> opt = spherax.sgdmrt(0.5)
+  >>> updates, state = opt.update({'w': jnp.array([[0.], [2.]])}, opt.init(params), params)
+  >>> optax.apply_updates(params, updates)['w'].ravel().tolist()
+  [1.0, -1.0]
+  """
+  who = "sgdmrt"
+  check_beta(who, "momentum", momentum)
+  check_nonnegative(who, "weight_decay", weight_decay)
+  if not callable(learning_rate):
+    check_nonnegative(who, "learning_rate", learning_rate)
+  step = transport_moments(
+      optax.trace(decay=momentum), learning_rate, kind="reference", rescale=rescale,
+      first_moments=("trace",), second_moments=(), groups=groups,
+  )
+  return optax.chain(optax.add_decayed_weights(weight_decay), step)

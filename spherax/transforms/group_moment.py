@@ -1,0 +1,128 @@
+"""Adam with one second moment per group (REFERENCE §3, AdamS: phenomenon (a))."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from spherax import geometry, groups as groups_lib
+
+__all__ = ["GroupAdamState", "scale_by_group_adam"]
+
+
+def check_beta(who: str, name: str, value: Any) -> None:
+  """Raises ``ValueError`` unless ``0 <= value < 1`` (checked for Python numbers only)."""
+  if isinstance(value, numbers.Real) and not 0.0 <= value < 1.0:
+    raise ValueError(f"{who}: {name} must be in [0, 1), got {value}")
+
+
+def check_nonnegative(who: str, name: str, value: Any) -> None:
+  """Raises ``ValueError`` if a Python number ``value`` is negative."""
+  if isinstance(value, numbers.Real) and not value >= 0.0:
+    raise ValueError(f"{who}: {name} must be >= 0, got {value}")
+
+
+class GroupAdamState(NamedTuple):
+  """``mu``: element-wise first moment (leaf dtype); ``nu``: second moment, one
+  scalar per group (``stat_shape``) for grouped leaves and element-wise for
+  ungrouped ones, in float32 (float64 for float64 leaves)."""
+
+  count: jax.Array
+  mu: Any
+  nu: Any
+
+
+def scale_by_group_adam(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, groups: Any = None
+) -> optax.GradientTransformationExtraArgs:
+  """Adam's direction with a per-group scalar second moment (AdamS, seed 001 §4).
+
+  With ``t`` the step count (from 1) and, for a group of ``d`` elements,
+
+  * ``m ← β1 m + (1 − β1) g`` (element-wise),
+  * ``v ← β2 v + (1 − β2) Σ_group g²`` (one scalar per group),
+  * output ``sqrt(d) · (m / (1 − β1^t)) / (sqrt(v / (1 − β2^t)) + ε)``,
+
+  i.e. Adam on the group's mean square ``v/d`` with ``ε`` effectively
+  ``ε/sqrt(d)``: exactly the authors' released code (REFERENCE §3 "Reference
+  code behaviour", steps 1–3). Ungrouped leaves are a group of one element per
+  entry: plain Adam. No learning rate is applied (chain
+  ``optax.scale_by_learning_rate`` or :func:`spherax.transport_moments`).
+  A zero second moment gives a zero direction, never NaN.
+
+  Args:
+    b1: decay of the first moment, in ``[0, 1)``.
+    b2: decay of the second moment, in ``[0, 1)``.
+    eps: added to ``sqrt(v̂)``, ``>= 0``.
+    groups: the group specification (see :mod:`spherax.groups`).
+
+  Example:
+
+  >>> import jax.numpy as jnp
+  >>> import spherax
+  >>> params = {'w': jnp.ones((4, 1))}                  # one group, d = 4
+  >>> tx = spherax.scale_by_group_adam(eps=0.0)
+  >>> g = {'w': jnp.array([[1.], [1.], [1.], [1.]])}
+  >>> out, state = tx.update(g, tx.init(params))
+  >>> jnp.round(out['w'], 4).ravel().tolist(), state.nu['w'].shape
+  ([1.0, 1.0, 1.0, 1.0], (1, 1))
+  """
+  who = "scale_by_group_adam"
+  check_beta(who, "b1", b1)
+  check_beta(who, "b2", b2)
+  check_nonnegative(who, "eps", eps)
+
+  def init_fn(params):
+    layouts = groups_lib.resolve(groups, params, who=who)
+
+    def zeros_mu(layout, x):
+      del layout
+      return jnp.zeros(x.shape, x.dtype)
+
+    def zeros_nu(layout, x):
+      shape = x.shape if layout is None else layout.stat_shape
+      return jnp.zeros(shape, geometry.compute_dtype(x))
+
+    return GroupAdamState(
+        count=jnp.zeros([], jnp.int32),
+        mu=groups_lib.tree_map_groups(zeros_mu, layouts, params),
+        nu=groups_lib.tree_map_groups(zeros_nu, layouts, params),
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    layouts = groups_lib.resolve(groups, updates, who=who)
+    count = optax.safe_increment(state.count)
+    bc1 = 1 - b1**count
+    bc2 = 1 - b2**count
+
+    def step(layout, g, mu, nu):
+      dtype = geometry.compute_dtype(g, mu, nu)
+      g32 = g.astype(dtype)
+      mu = b1 * mu.astype(dtype) + (1 - b1) * g32
+      if layout is None:
+        nu = b2 * nu + (1 - b2) * g32 * g32
+        scale = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(nu / bc2) + eps)
+      else:
+        nu = b2 * nu + (1 - b2) * geometry.sqnorm(g32, layout)
+        d = layout.group_size
+        scale = geometry.expand(
+            geometry.safe_div(jnp.sqrt(d).astype(dtype), jnp.sqrt(nu / bc2) + eps), layout
+        )
+      return (mu / bc1 * scale).astype(g.dtype), mu, nu
+
+    out = groups_lib.tree_map_groups(step, layouts, updates, state.mu, state.nu)
+    treedef = jax.tree.structure(updates)
+    triples = treedef.flatten_up_to(out)
+    direction, mu, nu = (
+        jax.tree.unflatten(treedef, [t[i] for t in triples]) for i in range(3)
+    )
+    mu = jax.tree.map(lambda new, old: new.astype(old.dtype), mu, state.mu)
+    nu = jax.tree.map(lambda new, old: new.astype(old.dtype), nu, state.nu)
+    return direction, GroupAdamState(count=count, mu=mu, nu=nu)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
