@@ -1,0 +1,20 @@
+"""Diagnostics: measure the spherical dynamics of training (REFERENCE §2, §5).
+
+* :mod:`~spherax.diagnostics.measures`: per-group angular update, weight norm,
+  update size, radial component ``λ_u``, effective learning rate and
+  gradient–weight cosine of one step;
+* :mod:`~spherax.diagnostics.tracker`: :func:`track_dynamics`, a wrapper
+  transform that records per-leaf summaries of them in its state, and
+  :func:`summaries` to read them for logging;
+* :mod:`~spherax.diagnostics.detect`: :func:`detect_groups`, which finds the
+  scale-invariant groups of a model from its loss.
+"""
+
+from spherax.diagnostics.measures import (
+    angular_update,
+    effective_learning_rate,
+    grad_cosine,
+    radial_component,
+    rms_update,
+    weight_norm,
+)
