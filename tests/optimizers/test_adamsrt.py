@@ -1,0 +1,214 @@
+"""AdamS / Adam w/o (ab) / AdamSRT / SGDMRT against a NumPy re-derivation of REFERENCE §3."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import spherax
+
+from .conftest import np_groups
+
+LR, B1, B2, EPS, WD = 0.05, 0.9, 0.99, 1e-8, 1e-2
+
+
+def _dots(a, b):
+  return (a * b).sum(0)
+
+
+def _numpy_adamsrt(group_moment, transport, rescale):
+  """REFERENCE §3 "Reference code behaviour", one leaf at a time (columns = groups)."""
+
+  def init(params):
+    def leaf(x):
+      grouped = x.ndim >= 2
+      v_shape = (x.shape[-1],) if grouped and group_moment else np_groups(x).shape if grouped else x.shape
+      return {"m": np.zeros_like(np_groups(x) if grouped else x), "v": np.zeros(v_shape)}
+    return jax.tree.map(leaf, params)
+
+  def step(t, params, grads, state):
+    def leaf(x, g, s):
+      k = t + 1
+      shape, grouped = x.shape, x.ndim >= 2
+      X = np_groups(x) if grouped else x
+      G = (np_groups(g) if grouped else g) + WD * X
+      M = B1 * s["m"] + (1 - B1) * G
+      if grouped and group_moment:
+        V = B2 * s["v"] + (1 - B2) * (G * G).sum(0)
+        d = X.shape[0]
+      else:
+        V = B2 * s["v"] + (1 - B2) * G * G
+        d = 1
+      S = np.sqrt(d) * (M / (1 - B1**k)) / (np.sqrt(V / (1 - B2**k)) + EPS)
+      Xn = X - LR * S
+      if grouped:
+        xx, nn, xn = _dots(X, X), _dots(Xn, Xn), _dots(X, Xn)
+        r, rn = np.sqrt(xx), np.sqrt(nn)
+        U, Un = X / r, Xn / rn
+        if rescale:
+          V = V * xx / (nn + EPS)
+        if transport == "reference" and rescale:
+          M = (xn * M - _dots(M, Xn) * X) / (nn + EPS)
+        elif transport == "reference":
+          M = _dots(U, Un) * M - _dots(M, Un) * U
+        elif transport == "parallel":
+          P = M - _dots(M, U) * U
+          M = P - _dots(P, Un) / (1 + _dots(U, Un)) * (U + Un)
+          if rescale:
+            M = M * np.sqrt(xx / (nn + EPS))
+      return Xn.reshape(shape), {"m": M, "v": V}
+
+    out = jax.tree.map(leaf, params, grads, state, is_leaf=lambda n: isinstance(n, np.ndarray))
+    new_params = jax.tree.map(lambda o: o[0], out, is_leaf=lambda n: isinstance(n, tuple))
+    new_state = jax.tree.map(lambda o: o[1], out, is_leaf=lambda n: isinstance(n, tuple))
+    return new_params, new_state
+
+  return step, init
+
+
+VARIANTS = {
+    "adams": (dict(transport=None, rescale=False), (True, None, False)),
+    "wo_ab": (dict(rescale=False), (True, "reference", False)),
+    "adamsrt": (dict(), (True, "reference", True)),
+    "parallel": (dict(transport="parallel"), (True, "parallel", True)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_adamsrt_variants_match_numpy(problem, name):
+  kwargs, np_args = VARIANTS[name]
+  opt = spherax.adamsrt(LR, B1, B2, EPS, WD, **kwargs)
+  want = problem.run_numpy(*_numpy_adamsrt(*np_args))
+  with jax.enable_x64(True):
+    got = problem.run_spherax(opt)
+  problem.assert_close(got, want, 1e-5)
+  got32 = problem.run_spherax(opt, dtype=jnp.float32)
+  problem.assert_close(got32, want, 1e-4)
+
+
+def test_adams_is_adamsrt_without_transport_or_rescale(problem):
+  problem.num_steps = 5
+  want = problem.run_numpy(*_numpy_adamsrt(True, None, False))
+  with jax.enable_x64(True):
+    got = problem.run_spherax(spherax.adams(LR, B1, B2, EPS, WD))
+  problem.assert_close(got, want, 1e-5)
+
+
+def _numpy_sgdmrt(rescale, momentum=0.9):
+  def init(params):
+    return jax.tree.map(lambda x: np.zeros_like(np_groups(x) if x.ndim >= 2 else x), params)
+
+  def step(t, params, grads, bufs):
+    del t
+    def leaf(x, g, buf):
+      grouped = x.ndim >= 2
+      X = np_groups(x) if grouped else x
+      buf = momentum * buf + (np_groups(g) if grouped else g) + WD * X
+      Xn = X - LR * buf
+      if grouped and rescale:
+        buf = (_dots(X, Xn) * buf - _dots(buf, Xn) * X) / _dots(Xn, Xn)
+      elif grouped:
+        U, Un = X / np.sqrt(_dots(X, X)), Xn / np.sqrt(_dots(Xn, Xn))
+        buf = _dots(U, Un) * buf - _dots(buf, Un) * U
+      return Xn.reshape(x.shape), buf
+
+    out = jax.tree.map(leaf, params, grads, bufs)
+    is_pair = lambda n: isinstance(n, tuple)
+    return (jax.tree.map(lambda o: o[0], out, is_leaf=is_pair),
+            jax.tree.map(lambda o: o[1], out, is_leaf=is_pair))
+
+  return step, init
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+def test_sgdmrt_matches_numpy(problem, rescale):
+  opt = spherax.sgdmrt(LR, 0.9, WD, rescale=rescale)
+  want = problem.run_numpy(*_numpy_sgdmrt(rescale))
+  with jax.enable_x64(True):
+    got = problem.run_spherax(opt)
+  problem.assert_close(got, want, 1e-5)
+  problem.assert_close(problem.run_spherax(opt, dtype=jnp.float32), want, 1e-4)
+
+
+def test_ungrouped_leaves_are_plain_adam_with_coupled_l2():
+  params = {"b": jnp.array([1.0, -2.0, 0.5])}
+  opt = spherax.adamsrt(0.1, weight_decay=0.1)
+  ref = optax.chain(optax.add_decayed_weights(0.1), optax.adam(0.1, 0.9, 0.99, 1e-8))
+  s1, s2 = opt.init(params), ref.init(params)
+  p1 = p2 = params
+  for k in range(3):
+    g = {"b": jnp.array([0.3, -1.0, 2.0]) * (k + 1)}
+    u1, s1 = opt.update(g, s1, p1)
+    u2, s2 = ref.update(g, s2, p2)
+    p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+  np.testing.assert_allclose(p1["b"], p2["b"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("transport", ["reference", "parallel"])
+def test_zero_norm_groups_and_zero_gradients_stay_finite(transport):
+  params = {"w": jnp.zeros((3, 2)).at[:, 1].set(1.0), "b": jnp.zeros(2)}
+  opt = spherax.adamsrt(0.1, transport=transport, eps=0.0)
+  state = opt.init(params)
+  for grads in ({"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}, {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}):
+    updates, state = opt.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    for leaf in jax.tree.leaves((params, state)):
+      assert np.all(np.isfinite(leaf))
+  sgd = spherax.sgdmrt(0.1)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, s = sgd.update(zeros, sgd.init(zeros), zeros)
+  assert all(np.all(np.isfinite(l)) for l in jax.tree.leaves((updates, s)))
+
+
+def test_transported_momentum_is_tangent_at_the_new_point():
+  params = {"w": jnp.array(np.random.default_rng(1).normal(size=(5, 3)))}
+  opt = spherax.sgdmrt(0.3, weight_decay=0.1)
+  grads = {"w": jnp.array(np.random.default_rng(2).normal(size=(5, 3)))}
+  updates, state = opt.update(grads, opt.init(params), params)
+  new = optax.apply_updates(params, updates)["w"]
+  buf = state[1].inner.trace["w"]
+  np.testing.assert_allclose((buf * new).sum(0), 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: spherax.adamsrt(b1=1.0),
+        lambda: spherax.adamsrt(b2=-0.1),
+        lambda: spherax.adamsrt(transport="exact"),
+        lambda: spherax.adamsrt(learning_rate=-1e-3),
+        lambda: spherax.adams(weight_decay=-1.0),
+        lambda: spherax.sgdmrt(-0.1),
+        lambda: spherax.sgdmrt(0.1, momentum=1.5),
+    ],
+)
+def test_bad_arguments_raise_at_construction(make):
+  with pytest.raises(ValueError):
+    make()
+
+
+def test_inject_hyperparams_schedule_and_bfloat16():
+  params = {"w": jnp.ones((4, 2), jnp.bfloat16), "b": jnp.ones(2, jnp.bfloat16)}
+  opt = optax.inject_hyperparams(spherax.adamsrt)(learning_rate=optax.linear_schedule(0.1, 0.0, 4))
+  state = jax.eval_shape(opt.init, params)
+  assert jax.tree.map(lambda s: s.dtype, state.inner_state[1].inner.nu)["w"] == jnp.float32
+  state = opt.init(params)
+  grads = {"w": jnp.arange(8.0).reshape(4, 2).astype(jnp.bfloat16), "b": jnp.ones(2, jnp.bfloat16)}
+  step = jax.jit(opt.update)
+  new_updates, new_state = step(grads, state, params)
+  assert jax.tree.map(lambda u: u.dtype, new_updates) == {"w": jnp.bfloat16, "b": jnp.bfloat16}
+  assert jax.tree.structure(new_state) == jax.tree.structure(state)
+  assert jax.tree.map(lambda a, b: a.dtype == b.dtype and a.shape == b.shape, new_state, state)
+  assert np.all(np.isfinite(np.asarray(new_updates["w"], np.float32)))
+
+
+def test_works_inside_optax_masked():
+  params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+  opt = optax.masked(spherax.adamsrt(0.1), {"w": True, "b": False})
+  grads = {"w": jnp.arange(6.0).reshape(3, 2), "b": jnp.ones(2)}
+  updates, _ = opt.update(grads, opt.init(params), params)
+  np.testing.assert_array_equal(updates["b"], grads["b"])
+  alone = spherax.adamsrt(0.1)
+  want, _ = alone.update({"w": grads["w"]}, alone.init({"w": params["w"]}), {"w": params["w"]})
+  np.testing.assert_allclose(updates["w"], want["w"], rtol=1e-6)
