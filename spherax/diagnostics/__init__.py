@@ -18,3 +18,8 @@ from spherax.diagnostics.measures import (
     rms_update,
     weight_norm,
 )
+from spherax.diagnostics.tracker import (
+    TrackDynamicsState,
+    summaries,
+    track_dynamics,
+)

@@ -1,0 +1,171 @@
+"""Recording the spherical dynamics of every step inside the optimizer state.
+
+:func:`track_dynamics` wraps an optax transform and, at each ``update``,
+measures per group (REFERENCE §2, §5; the same quantities as
+:mod:`spherax.diagnostics.measures`):
+
+* ``angular_update``: ``∠(x, x + Δ)`` in radians, ``Δ`` the wrapped
+  transform's update (the step that ``optax.apply_updates`` will take);
+* ``norm``: the weight norm ``||x||`` before the step;
+* ``rms_update``: ``||Δ||`` (its root mean square over steps is ``η_g``);
+* ``grad_cosine``: ``<g, x>/(||g|| ||x||)`` with ``g`` the incoming updates
+  (the gradient when the wrapper is first in a chain);
+
+and stores, for each grouped leaf, their mean, min and max over the leaf's
+groups. Ungrouped leaves are not tracked (``None`` in the state).
+
+Cost: one fused pass over ``x``, ``Δ`` and ``g`` per leaf computing the five
+dot products ``<x,x>, <x,Δ>, <Δ,Δ>, <g,g>, <g,x>`` (float32); everything else
+is per-group arithmetic on them:
+``∠ = atan2(sqrt(<x,x><Δ,Δ> − <x,Δ>²), <x,x> + <x,Δ>)``, which equals
+:func:`~spherax.diagnostics.measures.angular_update` up to float32 rounding
+(absolute error ≲ 1e-3 · ||Δ||/||x|| when the step is almost radial; that
+function projects explicitly and is exact there).
+
+Example:
+
+>>> import jax, jax.numpy as jnp, optax
+>>> from spherax import diagnostics
+>>> params = {'w': jnp.array([[1., 0.], [0., 1.]]), 'b': jnp.zeros(2)}
+>>> tx = diagnostics.track_dynamics(optax.sgd(0.5))
+>>> state = tx.init(params)
+>>> grads = {'w': jnp.array([[0., -1.], [-2., 0.]]), 'b': jnp.ones(2)}
+>>> updates, state = jax.jit(tx.update)(grads, state, params)
+>>> logs = diagnostics.summaries(state)
+>>> round(logs['w/angular_update/max'], 4), round(logs['w/norm/mean'], 4)
+(0.7854, 1.0)
+>>> sorted(k for k in logs if k.startswith('w/rms_update'))
+['w/rms_update/max', 'w/rms_update/mean', 'w/rms_update/min']
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from spherax import geometry, groups as groups_lib
+
+__all__ = ["METRICS", "STATS", "TrackDynamicsState", "track_dynamics", "summaries"]
+
+METRICS = ("angular_update", "norm", "rms_update", "grad_cosine")
+"""Row names of a tracked leaf's ``(4, 3)`` summary array."""
+
+STATS = ("mean", "min", "max")
+"""Column names of a tracked leaf's ``(4, 3)`` summary array (over groups)."""
+
+
+class TrackDynamicsState(NamedTuple):
+  """State of :func:`track_dynamics`.
+
+  Attributes:
+    inner_state: the wrapped transform's state.
+    dynamics: a pytree with the params' structure; each grouped leaf holds a
+      float32 array of shape ``(len(METRICS), len(STATS))`` summarising the
+      last step (zeros before the first), ungrouped leaves ``None``.
+  """
+
+  inner_state: Any
+  dynamics: Any
+
+
+def _leaf_summary(layout, x, delta, g) -> jax.Array:
+  xx = geometry.sqnorm(x, layout)
+  xd = geometry.dot(x, delta, layout)
+  dd = geometry.sqnorm(delta, layout)
+  gg = geometry.sqnorm(g, layout)
+  gx = geometry.dot(g, x, layout)
+  across = jnp.sqrt(jnp.maximum(xx * dd - xd * xd, 0))  # ||x|| · ||Δ⊥||
+  per_group = jnp.stack([
+      jnp.where(xx > 0, jnp.arctan2(across, xx + xd), 0),
+      jnp.sqrt(xx),
+      jnp.sqrt(dd),
+      geometry.safe_div(gx, jnp.sqrt(gg * xx)),
+  ]).reshape(len(METRICS), -1)
+  summary = jnp.stack(
+      [per_group.mean(1), per_group.min(1), per_group.max(1)], axis=1
+  )
+  return summary.astype(jnp.float32)
+
+
+def track_dynamics(
+    inner: optax.GradientTransformation, groups: Any = None
+) -> optax.GradientTransformationExtraArgs:
+  """Wraps ``inner`` and records per-leaf summaries of each step's dynamics.
+
+  The updates pass through unchanged: ``track_dynamics(tx)`` optimises exactly
+  like ``tx``. Each ``update`` must receive ``params``. The state is a
+  :class:`TrackDynamicsState` (reachable as ``optax.tree.get(state,
+  'dynamics')``); read it with :func:`summaries`. Works with any inner
+  transform (chains, ``optax.inject_hyperparams``), inside ``optax.chain``,
+  ``optax.masked`` and ``optax.partition`` (masked-out leaves are skipped), with
+  bf16 params, and under ``jit`` (the state has fixed shapes and dtypes).
+
+  Args:
+    inner: the transform whose steps are measured.
+    groups: the group specification (see :mod:`spherax.groups`); ``None`` is
+      the default rule. Only grouped leaves are tracked.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    layouts = groups_lib.resolve(groups, params, who="track_dynamics")
+    zeros = lambda layout, _: (
+        None if layout is None
+        else jnp.zeros((len(METRICS), len(STATS)), jnp.float32)
+    )
+    return TrackDynamicsState(
+        inner_state=inner.init(params),
+        dynamics=groups_lib.tree_map_groups(zeros, layouts, params),
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    if params is None:
+      raise ValueError("track_dynamics: update needs params (the weights x)")
+    new_updates, inner_state = inner.update(
+        updates, state.inner_state, params, **extra_args
+    )
+    layouts = groups_lib.resolve(groups, params, who="track_dynamics")
+
+    def summary(layout, x, delta, g):
+      return None if layout is None else _leaf_summary(layout, x, delta, g)
+
+    dynamics = groups_lib.tree_map_groups(
+        summary, layouts, params, new_updates, updates
+    )
+    return new_updates, TrackDynamicsState(inner_state, dynamics)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def summaries(state: Any) -> dict[str, float]:
+  """Host-side: a flat ``{"<path>/<metric>/<stat>": float}`` dict for logging.
+
+  Finds every :class:`TrackDynamicsState` inside ``state`` (an optimizer state
+  of any nesting) and names each value by the parameter path
+  (``/``-joined keys, as in :mod:`spherax.groups`), the metric
+  (:data:`METRICS`) and the statistic over the leaf's groups (:data:`STATS`),
+  e.g. ``"conv/kernel/angular_update/mean"``. Fetches all values in one
+  device-to-host transfer.
+  """
+  trackers = [
+      s for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, TrackDynamicsState))
+      if isinstance(s, TrackDynamicsState)
+  ]
+  names, arrays = [], []
+  for tracker in trackers:
+    names += groups_lib.leaf_paths(tracker.dynamics)
+    arrays += jax.tree.leaves(tracker.dynamics)
+  out = {}
+  for path, values in zip(names, jax.device_get(arrays)):
+    values = np.asarray(values)
+    for i, metric in enumerate(METRICS):
+      for j, stat in enumerate(STATS):
+        out[f"{path}/{metric}/{stat}"] = float(values[i, j])
+  return out

@@ -1,0 +1,118 @@
+"""spherax.diagnostics.track_dynamics against the measures functions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from spherax import diagnostics, groups
+
+SPECS = {"conv": groups.per_output(), "dense": groups.whole(), "bias": None}
+
+
+def _params(dtype=jnp.float32):
+  keys = jax.random.split(jax.random.key(0), 3)
+  return {
+      "conv": jax.random.normal(keys[0], (3, 3, 2, 4), dtype),
+      "dense": jax.random.normal(keys[1], (5, 3), dtype),
+      "bias": jax.random.normal(keys[2], (4,), dtype),
+  }
+
+
+def _grads(params, seed):
+  keys = jax.random.split(jax.random.key(seed), 3)
+  return {k: jax.random.normal(kk, v.shape, v.dtype) for (k, v), kk in zip(params.items(), keys)}
+
+
+def _expected(params, grads, updates):
+  """mean/min/max over groups of the measures functions, per tracked leaf."""
+  new = jax.tree.map(lambda x, d: x.astype(jnp.float32) + d.astype(jnp.float32), params, updates)
+  f32 = jax.tree.map(lambda x: x.astype(jnp.float32), params)
+  per_metric = {
+      "angular_update": diagnostics.angular_update(f32, new, SPECS),
+      "norm": diagnostics.weight_norm(params, SPECS),
+      "rms_update": diagnostics.rms_update(updates, SPECS),
+      "grad_cosine": diagnostics.grad_cosine(params, grads, SPECS),
+  }
+  out = {}
+  for metric, tree in per_metric.items():
+    for name in ("conv", "dense"):
+      v = np.asarray(tree[name], np.float64)
+      for stat, fn in (("mean", np.mean), ("min", np.min), ("max", np.max)):
+        out[f"{name}/{metric}/{stat}"] = fn(v)
+  return out
+
+
+def _check(logs, want, rtol):
+  assert set(logs) == set(want)
+  for key in want:
+    np.testing.assert_allclose(logs[key], want[key], rtol=rtol, atol=rtol * 1e-2, err_msg=key)
+
+
+def test_tracker_matches_measures_stable_state_and_single_compile():
+  params = _params()
+  inner = optax.adamw(0.1, weight_decay=0.1)
+  tx = diagnostics.track_dynamics(inner, SPECS)
+  state = tx.init(params)
+  ref_state = inner.init(params)
+  step = jax.jit(tx.update)
+  for seed in (1, 2):
+    grads = _grads(params, seed)
+    updates, new_state = step(grads, state, params)
+    ref_updates, ref_state = inner.update(grads, ref_state, params)
+    # The wrapped transform's updates pass through unchanged.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), updates, ref_updates)
+    # Shapes, dtypes and structure of the state are stable across steps.
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    jax.tree.map(lambda a, b: (a.shape, a.dtype) == (b.shape, b.dtype) or pytest.fail("state"),
+                 new_state, state)
+    assert new_state.dynamics["bias"] is None
+    assert new_state.dynamics["conv"].shape == (4, 3)
+    _check(diagnostics.summaries(new_state), _expected(params, grads, updates), rtol=1e-5)
+    state, params = new_state, optax.apply_updates(params, updates)
+  assert step._cache_size() == 1
+  # The state is reachable by name, as for optax.monitor.
+  assert optax.tree.get(state, "dynamics")["conv"].shape == (4, 3)
+
+
+def test_tracker_with_bf16_params():
+  params = _params(jnp.bfloat16)
+  tx = diagnostics.track_dynamics(optax.sgd(0.05, momentum=0.9), SPECS)
+  state = tx.init(jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params))
+  grads = _grads(params, 3)
+  updates, state = jax.jit(tx.update)(grads, state, params)
+  assert updates["conv"].dtype == jnp.bfloat16
+  assert state.dynamics["conv"].dtype == jnp.float32
+  logs = diagnostics.summaries(state)
+  assert all(np.isfinite(v) for v in logs.values())
+  _check(logs, _expected(params, grads, updates), rtol=2e-3)
+
+
+def test_tracker_in_chain_masked_and_inject_hyperparams():
+  params = _params()
+  mask = {"conv": True, "dense": False, "bias": False}
+  inner = optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
+  tracked = diagnostics.track_dynamics(inner, SPECS)
+  tx = optax.chain(
+      optax.clip_by_global_norm(1.0),
+      optax.masked(tracked, mask),
+      optax.masked(optax.sgd(0.1), {"conv": False, "dense": True, "bias": True}),
+  )
+  state = tx.init(params)
+  grads = _grads(params, 4)
+  clipped, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+  updates, state = jax.jit(tx.update)(grads, state, params)
+  logs = diagnostics.summaries(state)
+  assert {k.split("/")[0] for k in logs} == {"conv"}
+  want = {k: v for k, v in _expected(params, clipped, updates).items() if k.startswith("conv/")}
+  _check(logs, want, rtol=1e-5)
+  # The wrapped inject_hyperparams state still exposes its hyperparameters.
+  assert float(optax.tree.get(state, "learning_rate")) == pytest.approx(0.1)
+
+
+def test_tracker_needs_params():
+  params = _params()
+  tx = diagnostics.track_dynamics(optax.sgd(0.1))
+  with pytest.raises(ValueError, match="params"):
+    tx.update(params, tx.init(params))
