@@ -15,3 +15,4 @@ from spherax.transforms.group_moment import scale_by_group_adam
 from spherax.transforms.transport import transport_moments
 from spherax.optimizers.adamsrt import adams, adamsrt, sgdmrt
 from spherax import diagnostics
+from spherax.optimizers.riemannian import adamg, sgdg, adagradg

@@ -1,0 +1,297 @@
+"""Rotational optimizer variants (RV) of Kosson et al. (REFERENCE §5, seed 004).
+
+Each RV wraps an optimizer with :func:`spherax.transforms.rotational.rotational_wrapper`:
+rotational groups rotate by the optimizer's equilibrium angular update ``η̂_r``
+(seed 004 Table 1) on average at a frozen norm, every other leaf gets the plain
+optimizer's update:
+
+* RV-AdamW: ``η̂_r = sqrt(2ηλ(1−β1)/(1+β1))``, ``Δg = m̂ / (sqrt(v̂) + ε)``;
+* RV-SGDM: ``η̂_r = sqrt(2ηλ/(1+α))``, ``Δg = buf``, ``buf ← α buf + g`` (the
+  non-rotational leaves get SGD-momentum with coupled L2, as PyTorch's SGD);
+* RV-Lion: ``η̂_r = sqrt(πηλ) sqrt((1−β1)² + β1²(1−β2)/(1+β2))``,
+  ``Δg = sign(β1 m + (1−β1) g)``;
+* wrapped Adam+L2: ``Δg = m̂_g / (sqrt(v̂) + ε)`` with ``m_g`` the gradient share
+  of the moment and ``v`` the second moment of ``g + λx``, and AdamW's ``η̂_r``.
+
+Example:
+
+>>> import jax.numpy as jnp, optax, spherax
+>>> opt = spherax.rv_adamw(1e-3, weight_decay=0.1)
+>>> params = {'w': jnp.array([[3., 0.], [4., 2.]])}
+>>> state = opt.init(params)
+>>> updates, state = opt.update({'w': jnp.eye(2)}, state, params)
+>>> new = optax.apply_updates(params, updates)
+>>> jnp.linalg.norm(new['w'], axis=0).round(4).tolist()
+[5.0, 2.0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from spherax.transforms.rotational import rotational_wrapper
+
+__all__ = [
+    "rotational",
+    "rv_adamw",
+    "rv_sgdm",
+    "rv_lion",
+    "rv_adam_l2",
+    "adamw_angular_rate",
+    "sgdm_angular_rate",
+    "lion_angular_rate",
+    "scale_by_adam_l2_share",
+]
+
+
+def _check(who: str, name: str, value: Any, low: float, high: float | None = None,
+           low_open: bool = False) -> None:
+  if not isinstance(value, (int, float)):
+    return
+  bad = value <= low if low_open else value < low
+  if high is not None:
+    bad = bad or value >= high
+  if bad:
+    rng = f"({low}, " if low_open else f"[{low}, "
+    rng += f"{high})" if high is not None else "inf)"
+    raise ValueError(f"{who}: {name} must be in {rng}, got {value}")
+
+
+def _check_rv(who, learning_rate, weight_decay, rms_decay):
+  _check(who, "learning_rate", learning_rate, 0.0)
+  _check(who, "weight_decay", weight_decay, 0.0, low_open=True)
+  _check(who, "rms_decay", rms_decay, 0.0, 1.0)
+
+
+def adamw_angular_rate(learning_rate, weight_decay, b1):
+  """AdamW's equilibrium angle per step ``sqrt(2ηλ(1−β1)/(1+β1))`` (seed 004 Table 1)."""
+  return jnp.sqrt(2 * learning_rate * weight_decay * (1 - b1) / (1 + b1))
+
+
+def sgdm_angular_rate(learning_rate, weight_decay, momentum):
+  """SGDM's equilibrium angle per step ``sqrt(2ηλ/(1+α))`` (seed 004 Table 1, SMD Thm 3)."""
+  return jnp.sqrt(2 * learning_rate * weight_decay / (1 + momentum))
+
+
+def lion_angular_rate(learning_rate, weight_decay, b1, b2):
+  """Lion's ``sqrt(πηλ) sqrt((1−β1)² + β1²(1−β2)/(1+β2))`` (seed 004 Table 1)."""
+  spread = (1 - b1) ** 2 + b1**2 * (1 - b2) / (1 + b2)
+  return jnp.sqrt(math.pi * learning_rate * weight_decay * spread)
+
+
+def rotational(
+    direction: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    angular_rate: float | Callable[[jax.Array], jax.Array],
+    *,
+    weight_decay: float = 0.0,
+    nonrotational: optax.GradientTransformation | None = None,
+    rms_decay: float = 0.99,
+    center: bool = True,
+    eps: float = 1e-8,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """The generic Rotational Wrapper around a gradient-part transform (seed 004 Alg. 1).
+
+  Args:
+    direction: the inner optimizer's gradient part ``Δg`` (no lr, no weight decay).
+    learning_rate: float or schedule.
+    angular_rate: ``η̂_r``, a number or a function of the scheduled learning rate.
+    weight_decay: decoupled weight decay of the non-rotational leaves when
+      ``nonrotational`` is not given (their update is
+      ``−lr (Δg + weight_decay · x)``).
+    nonrotational: the full transform for the non-rotational leaves (overrides
+      the default above).
+    rms_decay, center, eps, groups: see :func:`rotational_wrapper`.
+
+  Example:
+
+  >>> import jax.numpy as jnp, optax, spherax
+  >>> opt = spherax.rotational(optax.scale_by_rms(), 1e-2, 0.05)
+  >>> params = {'w': jnp.ones((3, 2)) + jnp.eye(3, 2)}
+  >>> updates, _ = opt.update({'w': jnp.ones((3, 2))}, opt.init(params), params)
+  >>> bool(jnp.isfinite(updates['w']).all())
+  True
+  """
+  _check("rotational", "learning_rate", learning_rate, 0.0)
+  _check("rotational", "weight_decay", weight_decay, 0.0)
+  if nonrotational is None:
+    nonrotational = optax.chain(
+        direction,
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+  rate = angular_rate if callable(angular_rate) else (lambda lr: angular_rate)
+  return rotational_wrapper(
+      direction, nonrotational, learning_rate, rate,
+      rms_decay=rms_decay, center=center, eps=eps, groups=groups,
+  )
+
+
+def rv_adamw(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+    *,
+    rms_decay: float = 0.99,
+    center: bool = True,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """RV-AdamW: AdamW's direction rotated by ``sqrt(2ηλ(1−β1)/(1+β1))`` per step.
+
+  Non-rotational leaves get ``optax.adamw`` with the same hyperparameters.
+  """
+  _check_rv("rv_adamw", learning_rate, weight_decay, rms_decay)
+  _check("rv_adamw", "b1", b1, 0.0, 1.0)
+  _check("rv_adamw", "b2", b2, 0.0, 1.0)
+  _check("rv_adamw", "eps", eps, 0.0)
+  return rotational_wrapper(
+      optax.scale_by_adam(b1, b2, eps),
+      optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay),
+      learning_rate,
+      lambda lr: adamw_angular_rate(lr, weight_decay, b1),
+      rms_decay=rms_decay, center=center, groups=groups,
+  )
+
+
+def rv_sgdm(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    nesterov: bool = False,
+    *,
+    rms_decay: float = 0.99,
+    center: bool = True,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """RV-SGDM: the momentum buffer rotated by ``sqrt(2ηλ/(1+α))`` per step.
+
+  Rotational groups use ``Δg = buf``, ``buf ← α buf + g`` (Nesterov:
+  ``g + α buf``); non-rotational leaves get PyTorch-style SGD with coupled L2
+  ``buf ← α buf + g + λx``, ``x ← x − η buf``.
+  """
+  _check_rv("rv_sgdm", learning_rate, weight_decay, rms_decay)
+  _check("rv_sgdm", "momentum", momentum, 0.0, 1.0)
+  direction = optax.trace(momentum, nesterov)
+  nonrot = optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      optax.trace(momentum, nesterov),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+  return rotational_wrapper(
+      direction, nonrot, learning_rate,
+      lambda lr: sgdm_angular_rate(lr, weight_decay, momentum),
+      rms_decay=rms_decay, center=center, groups=groups,
+  )
+
+
+def rv_lion(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    weight_decay: float = 1e-3,
+    *,
+    rms_decay: float = 0.99,
+    center: bool = True,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """RV-Lion: Lion's sign direction rotated by Lion's ``η̂_r`` (seed 004 Table 1).
+
+  Non-rotational leaves get ``optax.lion`` with the same hyperparameters.
+  """
+  _check_rv("rv_lion", learning_rate, weight_decay, rms_decay)
+  _check("rv_lion", "b1", b1, 0.0, 1.0)
+  _check("rv_lion", "b2", b2, 0.0, 1.0)
+  return rotational_wrapper(
+      optax.scale_by_lion(b1, b2),
+      optax.lion(learning_rate, b1, b2, weight_decay=weight_decay),
+      learning_rate,
+      lambda lr: lion_angular_rate(lr, weight_decay, b1, b2),
+      rms_decay=rms_decay, center=center, groups=groups,
+  )
+
+
+class ScaleByAdamL2ShareState(NamedTuple):
+  """``mu``: EMA of the gradient alone; ``nu``: EMA of ``(g + λx)²``."""
+
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+def scale_by_adam_l2_share(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
+  """The gradient part of Adam+L2: ``m̂_g / (sqrt(v̂) + ε)`` (seed 004 §5, "wrapped Adam+L2").
+
+  Adam+L2's moment of ``g + λx`` splits into a gradient share ``m_g`` (EMA of
+  ``g``) and an L2 share; the second moment ``v`` keeps the L2 term
+  (EMA of ``(g + λx)²``). Needs ``params``.
+  """
+
+  def init_fn(params):
+    zeros = lambda p: jnp.zeros(p.shape, p.dtype)
+    return ScaleByAdamL2ShareState(
+        jnp.zeros([], jnp.int32), jax.tree.map(zeros, params), jax.tree.map(zeros, params)
+    )
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("scale_by_adam_l2_share needs params in update()")
+    count = optax.safe_int32_increment(state.count)
+    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+    nu = jax.tree.map(
+        lambda v, g, x: b2 * v + (1 - b2) * jnp.square(g + weight_decay * x),
+        state.nu, updates, params,
+    )
+    t = count.astype(jnp.float32)
+    c1, c2 = 1 - b1**t, 1 - b2**t
+    out = jax.tree.map(
+        lambda m, v: ((m / c1) / (jnp.sqrt(v / c2) + eps)).astype(m.dtype), mu, nu
+    )
+    return out, ScaleByAdamL2ShareState(count, mu, nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def rv_adam_l2(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 1e-3,
+    *,
+    rms_decay: float = 0.99,
+    center: bool = True,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Wrapped Adam+L2: Adam+L2's gradient-share direction with AdamW's ``η̂_r``.
+
+  ``weight_decay`` is the L2 coefficient ``λ`` (it enters ``v`` and, for the
+  non-rotational leaves, the plain Adam+L2 update ``g ← g + λx``); it also sets
+  ``η̂_r = sqrt(2ηλ(1−β1)/(1+β1))`` (seed 004 §5).
+  """
+  _check_rv("rv_adam_l2", learning_rate, weight_decay, rms_decay)
+  _check("rv_adam_l2", "b1", b1, 0.0, 1.0)
+  _check("rv_adam_l2", "b2", b2, 0.0, 1.0)
+  _check("rv_adam_l2", "eps", eps, 0.0)
+  nonrot = optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      optax.scale_by_adam(b1, b2, eps),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+  return rotational_wrapper(
+      scale_by_adam_l2_share(b1, b2, eps, weight_decay),
+      nonrot,
+      learning_rate,
+      lambda lr: adamw_angular_rate(lr, weight_decay, b1),
+      rms_decay=rms_decay, center=center, groups=groups,
+  )

@@ -1,0 +1,219 @@
+"""The Rotational Wrapper (RV) of Kosson et al. (REFERENCE §5, seed 004 Algorithm 1).
+
+Per group of a *rotational* leaf, with ``n`` the group's norm frozen at the first
+step and ``Δg`` the inner optimizer's gradient part (no learning rate, no weight
+decay, e.g. AdamW's ``m̂ / (sqrt(v̂) + ε)``):
+
+1. first step only: centre the group (subtract its mean) and rescale it to its
+   original norm ``n`` (the reference does this to the params at construction;
+   optax cannot touch params at ``init``, so the first update lands exactly
+   where the centred start plus its first step would);
+2. ``Δ ← Δg − mean(Δg)`` (optional centering), ``Δ ← Δ − x <Δ, x> / n²``;
+3. ``S ← ζ S + (1 − ζ) ||Δ||²``, ``Ŝ = S / (1 − ζ^t)``;
+4. ``x' = x − η̂_r · n · Δ / (sqrt(Ŝ) + eps)``, then ``x' ← x' · n / ||x'||``.
+
+``η̂_r`` (the equilibrium angular update of seed 004 Table 1) is recomputed from
+the scheduled learning rate every step. Because ``Δ ⊥ x`` and ``||x|| = n``,
+``||x'||² = n² + c² ||Δ||²`` with ``c = η̂_r n / (sqrt(Ŝ) + eps)``: the final
+rescale needs no extra reduction. Non-rotational leaves (``groups`` gives
+``None``: by default every leaf with ``ndim <= 1``) receive the update of a
+separate full optax transform (the inner optimizer with its learning rate and
+weight decay).
+
+Example:
+
+>>> import jax.numpy as jnp, optax
+>>> from spherax.transforms.rotational import rotational_wrapper
+>>> opt = rotational_wrapper(optax.scale_by_adam(), optax.adam(1e-3), 1e-3,
+...                          lambda lr: 0.01)
+>>> params = {'w': jnp.array([[3., 0.], [4., 2.]]), 'b': jnp.zeros(2)}
+>>> state = opt.init(params)
+>>> grads = {'w': jnp.array([[1., 0.], [0., 1.]]), 'b': jnp.ones(2)}
+>>> updates, state = opt.update(grads, state, params)
+>>> new = optax.apply_updates(params, updates)
+>>> jnp.linalg.norm(new['w'], axis=0).round(4).tolist()   # norms kept
+[5.0, 2.0]
+>>> new['w'].mean(axis=0).round(6).tolist()                # and centred
+[0.0, 0.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from spherax import geometry
+from spherax import groups as groups_lib
+
+__all__ = ["RotationalState", "rotational_wrapper"]
+
+
+class RotationalState(NamedTuple):
+  """State of :func:`rotational_wrapper`.
+
+  Attributes:
+    count: steps taken (int32 scalar).
+    norm: per rotational group, the frozen norm ``n`` (``stat_shape``; ``None``
+      for non-rotational leaves).
+    rms: per rotational group, the update-size tracker ``S``.
+    direction: the inner gradient-part transform's state (rotational leaves).
+    nonrotational: the full transform's state (non-rotational leaves).
+  """
+
+  count: jax.Array
+  norm: Any
+  rms: Any
+  direction: optax.OptState
+  nonrotational: optax.OptState
+
+
+def _check_unit_interval(name: str, value: Any) -> None:
+  if isinstance(value, (int, float)) and not 0.0 <= value < 1.0:
+    raise ValueError(f"rotational_wrapper: {name} must be in [0, 1), got {value}")
+
+
+def rotational_wrapper(
+    direction: optax.GradientTransformation,
+    nonrotational: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    angular_rate: Callable[[jax.Array], jax.Array],
+    *,
+    rms_decay: float = 0.99,
+    center: bool = True,
+    eps: float = 1e-8,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Wraps an inner optimizer so every rotational group rotates by ``η̂_r`` on average.
+
+  Args:
+    direction: the inner optimizer's gradient part ``Δg`` (a transform with no
+      learning rate and no weight decay, e.g. ``optax.scale_by_adam()``); it sees
+      only the rotational leaves.
+    nonrotational: the complete inner optimizer (learning rate and weight decay
+      included, e.g. ``optax.adamw(...)``); it sees only the other leaves.
+    learning_rate: the inner optimizer's learning rate (float or schedule,
+      evaluated at the step count); it only enters through ``angular_rate``.
+    angular_rate: ``lr -> η̂_r``, the target angle per step (seed 004 Table 1).
+    rms_decay: ``ζ``, the decay of the update-size tracker. The paper's default is
+      0.99; the authors' later code uses 0.9.
+    center: centre the groups at the first step and centre every ``Δ``
+      (the Weight Standardization dynamics, the paper's default).
+    eps: added to ``sqrt(Ŝ)`` (the reference's 1e-8).
+    groups: group specs (``None``: per output unit for ``ndim >= 2``, other leaves
+      non-rotational); see :mod:`spherax.groups`.
+
+  Returns:
+    An optax transform whose update moves rotational params to ``x'`` (above).
+    It needs ``params`` in ``update``.
+  """
+  _check_unit_interval("rms_decay", rms_decay)
+  if isinstance(eps, (int, float)) and eps < 0:
+    raise ValueError(f"rotational_wrapper: eps must be >= 0, got {eps}")
+  if isinstance(learning_rate, (int, float)) and learning_rate < 0:
+    raise ValueError(f"rotational_wrapper: learning_rate must be >= 0, got {learning_rate}")
+
+  def layouts_of(params):
+    return groups_lib.resolve(groups, params, min_group_size=2, who="rotational_wrapper")
+
+  def mask(rotational: bool):
+    def fn(params):
+      return groups_lib.tree_map_groups(
+          lambda layout, _: (layout is not None) == rotational, layouts_of(params), params
+      )
+    return fn
+
+  inner_rot = optax.masked(direction, mask(True))
+  inner_other = optax.masked(nonrotational, mask(False))
+
+  def init_fn(params):
+    layouts = layouts_of(params)
+
+    def stat(layout, x):
+      if layout is None:
+        return None
+      return jnp.zeros(layout.stat_shape, jnp.result_type(jnp.float32, x.dtype))
+
+    return RotationalState(
+        count=jnp.zeros([], jnp.int32),
+        norm=groups_lib.tree_map_groups(stat, layouts, params),
+        rms=groups_lib.tree_map_groups(stat, layouts, params),
+        direction=inner_rot.init(params),
+        nonrotational=inner_other.init(params),
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    if params is None:
+      raise ValueError("rotational_wrapper needs params in update()")
+    layouts = layouts_of(params)
+    treedef = jax.tree.structure(params)
+    first = state.count == 0
+
+    def start(layout, x, n):
+      """The reference's centred, rescaled weights at the first step, else ``x``."""
+      if layout is None:
+        return x, n
+      dtype = geometry.compute_dtype(x)
+
+      def centred(x):
+        x = x.astype(dtype)
+        r = geometry.norm(x, layout)
+        x0 = geometry.center(x, layout) if center else x
+        return geometry.retract(x0, r, layout), r.astype(n.dtype)
+
+      return jax.lax.cond(first, centred, lambda x: (x.astype(dtype), n), x)
+
+    started = treedef.flatten_up_to(
+        groups_lib.tree_map_groups(start, layouts, params, state.norm)
+    )
+    x_eff = jax.tree.unflatten(treedef, [p[0] for p in started])
+    norms = jax.tree.unflatten(treedef, [p[1] for p in started])
+    inner_params = jax.tree.map(lambda xe, x: xe.astype(x.dtype), x_eff, params)
+    dirs, dir_state = inner_rot.update(updates, state.direction, inner_params, **extra_args)
+    others, other_state = inner_other.update(
+        updates, state.nonrotational, params, **extra_args
+    )
+    count = state.count
+    lr = learning_rate(count) if callable(learning_rate) else learning_rate
+    eta_r = angular_rate(lr)
+    t = (count + 1).astype(jnp.float32)
+    debias = 1 - jnp.asarray(rms_decay, jnp.float32) ** t
+
+    def leaf(layout, x, xe, dg, other, n, s):
+      if layout is None:
+        return other.astype(x.dtype), s
+      dtype = geometry.compute_dtype(x, dg)
+      xe = xe.astype(dtype)
+      nd = n.astype(dtype)
+      delta = dg.astype(dtype)
+      if center:
+        delta = geometry.center(delta, layout)
+      coef = geometry.safe_div(geometry.dot(delta, xe, layout), nd * nd)
+      delta = delta - geometry.expand(coef, layout) * xe
+      sq = geometry.sqnorm(delta, layout)
+      s = rms_decay * s + (1 - rms_decay) * sq.astype(s.dtype)
+      step = eta_r * nd / (jnp.sqrt(s.astype(dtype) / debias) + eps)
+      new_sq = nd * nd + step * step * sq
+      scale = geometry.safe_div(nd, jnp.sqrt(new_sq))
+      x_new = geometry.expand(scale, layout) * (xe - geometry.expand(step, layout) * delta)
+      return (x_new - x.astype(dtype)).astype(x.dtype), s
+
+    pairs = treedef.flatten_up_to(
+        groups_lib.tree_map_groups(
+            leaf, layouts, params, x_eff, dirs, others, norms, state.rms
+        )
+    )
+    new_updates = jax.tree.unflatten(treedef, [p[0] for p in pairs])
+    rms = jax.tree.unflatten(treedef, [p[1] for p in pairs])
+    return new_updates, RotationalState(
+        count=optax.safe_int32_increment(count),
+        norm=norms,
+        rms=rms,
+        direction=dir_state,
+        nonrotational=other_state,
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,243 @@
+"""RV optimizers against a NumPy re-derivation of REFERENCE §5 (seed 004 Algorithm 1)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import spherax
+from tests.optimizers.conftest import np_groups
+
+LR = 0.01
+WD = 0.1
+
+
+def schedule(count):
+  return LR * 0.97**count
+
+
+# --- NumPy inner directions: (init(x) -> state, step(t, g, x, state) -> (dg, state),
+#     plain(t, g, x, state) -> (full update, state)) --------------------------------
+
+
+def np_adam(b1=0.9, b2=0.999, eps=1e-8, wd=WD, l2=False):
+  def init(x):
+    return {"m": np.zeros_like(x), "v": np.zeros_like(x)}
+
+  def direction(t, g, x, s):
+    gv = g + wd * x if l2 else g  # Adam+L2: v sees the L2 term, m only the gradient
+    m = b1 * s["m"] + (1 - b1) * g
+    v = b2 * s["v"] + (1 - b2) * gv**2
+    dg = (m / (1 - b1 ** (t + 1))) / (np.sqrt(v / (1 - b2 ** (t + 1))) + eps)
+    return dg, {"m": m, "v": v}
+
+  def plain(t, g, x, s, lr):
+    if l2:
+      dg, s = direction(t, g + wd * x, np.zeros_like(x), s)
+      return -lr * dg, s
+    dg, s = direction(t, g, x, s)
+    return -lr * (dg + wd * x), s
+
+  return init, direction, plain
+
+
+def np_sgdm(mu=0.9, wd=WD, nesterov=False):
+  def init(x):
+    return {"b": np.zeros_like(x)}
+
+  def direction(t, g, x, s):
+    b = mu * s["b"] + g
+    return (g + mu * b if nesterov else b), {"b": b}
+
+  def plain(t, g, x, s, lr):
+    d, s = direction(t, g + wd * x, x, s)
+    return -lr * d, s
+
+  return init, direction, plain
+
+
+def np_lion(b1=0.9, b2=0.99, wd=WD):
+  def init(x):
+    return {"m": np.zeros_like(x)}
+
+  def direction(t, g, x, s):
+    d = np.sign(b1 * s["m"] + (1 - b1) * g)
+    return d, {"m": b2 * s["m"] + (1 - b2) * g}
+
+  def plain(t, g, x, s, lr):
+    d, s = direction(t, g, x, s)
+    return -lr * (d + wd * x), s
+
+  return init, direction, plain
+
+
+def np_rv(inner, eta_r, lr_fn, zeta=0.99, center=True):
+  """Algorithm 1 on per-column groups; the weights are centred at step 0."""
+  init_inner, direction, plain = inner
+
+  def init_fn(params):
+    return jax.tree.map(lambda x: {"inner": init_inner(x), "S": None, "n": None}, params)
+
+  def step_fn(t, params, grads, state):
+    lr = lr_fn(t)
+
+    def one(x, g, s):
+      if x.ndim <= 1:
+        upd, s_in = plain(t, g, x, s["inner"], lr)
+        return x + upd, {**s, "inner": s_in}
+      xg = np_groups(x).copy()
+      if t == 0:
+        n = np.linalg.norm(xg, axis=0)
+        if center:
+          xg = xg - xg.mean(0)
+        xg = xg * n / np.linalg.norm(xg, axis=0)
+        S = np.zeros_like(n)
+      else:
+        n, S = s["n"], s["S"]
+      dg, s_in = direction(t, g, xg.reshape(x.shape), s["inner"])
+      d = np_groups(dg)
+      if center:
+        d = d - d.mean(0)
+      d = d - xg * (d * xg).sum(0) / n**2
+      S = zeta * S + (1 - zeta) * (d**2).sum(0)
+      new = xg - eta_r(lr) * n * d / (np.sqrt(S / (1 - zeta ** (t + 1))) + 1e-8)
+      new = new * n / np.linalg.norm(new, axis=0)
+      return new.reshape(x.shape), {"inner": s_in, "S": S, "n": n}
+
+    out = jax.tree.map(one, params, grads, state, is_leaf=lambda s: isinstance(s, np.ndarray))
+    new_params = jax.tree.map(lambda o: o[0], out, is_leaf=lambda o: isinstance(o, tuple))
+    new_state = jax.tree.map(lambda o: o[1], out, is_leaf=lambda o: isinstance(o, tuple))
+    return new_params, new_state
+
+  return init_fn, step_fn
+
+
+def adamw_rate(lr, wd=WD, b1=0.9):
+  return math.sqrt(2 * lr * wd * (1 - b1) / (1 + b1))
+
+
+CASES = {
+    "rv_adamw": (
+        lambda: spherax.rv_adamw(schedule, weight_decay=WD),
+        lambda: np_rv(np_adam(), adamw_rate, schedule),
+    ),
+    "rv_adamw_uncentred_zeta09": (
+        lambda: spherax.rv_adamw(LR, weight_decay=WD, rms_decay=0.9, center=False),
+        lambda: np_rv(np_adam(), adamw_rate, lambda t: LR, zeta=0.9, center=False),
+    ),
+    "rv_sgdm": (
+        lambda: spherax.rv_sgdm(schedule, momentum=0.9, weight_decay=WD),
+        lambda: np_rv(np_sgdm(), lambda lr: math.sqrt(2 * lr * WD / 1.9), schedule),
+    ),
+    "rv_sgdm_nesterov": (
+        lambda: spherax.rv_sgdm(LR, momentum=0.8, weight_decay=WD, nesterov=True),
+        lambda: np_rv(np_sgdm(0.8, nesterov=True), lambda lr: math.sqrt(2 * lr * WD / 1.8),
+                      lambda t: LR),
+    ),
+    "rv_lion": (
+        lambda: spherax.rv_lion(schedule, weight_decay=WD),
+        lambda: np_rv(
+            np_lion(),
+            lambda lr: math.sqrt(math.pi * lr * WD * (0.1**2 + 0.81 * 0.01 / 1.99)),
+            schedule,
+        ),
+    ),
+    "rv_adam_l2": (
+        lambda: spherax.rv_adam_l2(schedule, weight_decay=WD),
+        lambda: np_rv(np_adam(l2=True), adamw_rate, schedule),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_exact_against_numpy_float64(problem, name):
+  make_opt, make_np = CASES[name]
+  with jax.enable_x64(True):
+    got = problem.run_spherax(make_opt(), jnp.float64)
+  want = problem.run_numpy(*reversed(make_np()))
+  problem.assert_close(got, want, 1e-5)
+
+
+def test_rv_adamw_float32(problem):
+  got = problem.run_spherax(spherax.rv_adamw(schedule, weight_decay=WD), jnp.float32)
+  want = problem.run_numpy(*reversed(np_rv(np_adam(), adamw_rate, schedule)))
+  problem.assert_close(got, want, 1e-4)
+
+
+def test_norms_frozen_from_first_update(problem):
+  with jax.enable_x64(True):
+    traj = problem.run_spherax(spherax.rv_adamw(LR, weight_decay=WD), jnp.float64)
+  for path in (("conv", "kernel"), ("dense", "kernel")):
+    x0 = problem.params[path[0]][path[1]]
+    n0 = np.linalg.norm(np_groups(x0), axis=0)
+    for params in traj:
+      xg = np_groups(params[path[0]][path[1]])
+      np.testing.assert_allclose(np.linalg.norm(xg, axis=0), n0, rtol=1e-12)
+      np.testing.assert_allclose(xg.mean(0), 0, atol=1e-12)
+
+
+def test_random_walk_angle_matches_equilibrium():
+  """Scale-invariant rows under random orthogonal gradients rotate by η̂_r on average."""
+  rng = np.random.default_rng(0)
+  d, k, steps = 32, 16, 500
+  lr, wd = 1e-3, 0.1
+  opt = spherax.rv_adamw(lr, weight_decay=wd)
+  x = jnp.asarray(rng.uniform(-1, 1, size=(d, k)), jnp.float32)
+  gs = jnp.asarray(rng.normal(size=(steps, d, k)), jnp.float32)
+
+  def body(carry, g):
+    x, s = carry
+    g = g - x * (g * x).sum(0) / (x * x).sum(0)
+    u, s = opt.update({"w": g}, s, {"w": x})
+    x_new = x + u["w"]
+    cos = (x * x_new).sum(0) / jnp.linalg.norm(x, axis=0) / jnp.linalg.norm(x_new, axis=0)
+    return (x_new, s), jnp.arccos(jnp.clip(cos, -1, 1)).mean()
+
+  _, angles = jax.lax.scan(jax.jit(body), (x, opt.init({"w": x})), gs)
+  measured = float(np.mean(np.asarray(angles)[200:]))
+  np.testing.assert_allclose(measured, adamw_rate(lr, wd), rtol=0.05)
+
+
+def test_inject_hyperparams_and_masked_and_bf16():
+  params = {"w": jnp.ones((4, 3), jnp.bfloat16) + jnp.eye(4, 3, dtype=jnp.bfloat16),
+            "b": jnp.zeros(3, jnp.bfloat16)}
+  grads = jax.tree.map(jnp.ones_like, params)
+  abstract = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
+  assert jax.tree.structure(spherax.rv_adam_l2(1e-3).init(abstract)) is not None
+  opt = optax.inject_hyperparams(spherax.rv_adamw, hyperparam_dtype=jnp.float32)(
+      learning_rate=1e-2, weight_decay=0.1)
+  upd, state = opt.update(grads, opt.init(params), params)
+  assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(upd))
+  assert all(bool(jnp.isfinite(u.astype(jnp.float32)).all()) for u in jax.tree.leaves(upd))
+  masked = optax.masked(spherax.rv_sgdm(0.1, weight_decay=1e-3), {"w": True, "b": False})
+  upd, _ = masked.update(grads, masked.init(params), params)
+  assert bool(jnp.all(upd["b"] == grads["b"]))  # passed through untouched
+  assert bool(jnp.isfinite(upd["w"].astype(jnp.float32)).all())
+
+
+def test_zero_gradient_and_zero_group_are_finite():
+  params = {"w": jnp.zeros((3, 2)).at[:, 1].set(jnp.array([1., 2., 3.]))}
+  opt = spherax.rv_adamw(1e-2, weight_decay=0.1)
+  upd, _ = opt.update({"w": jnp.zeros((3, 2))}, opt.init(params), params)
+  assert bool(jnp.isfinite(upd["w"]).all())
+  np.testing.assert_allclose(upd["w"][:, 0], 0)  # the zero group stays at zero
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: spherax.rv_adamw(-1.0),
+        lambda: spherax.rv_adamw(1e-3, weight_decay=0.0),
+        lambda: spherax.rv_adamw(1e-3, b1=1.0),
+        lambda: spherax.rv_sgdm(0.1, momentum=-0.1),
+        lambda: spherax.rv_lion(1e-4, b2=1.5),
+        lambda: spherax.rv_adam_l2(1e-3, rms_decay=1.0),
+        lambda: spherax.rotational(optax.scale_by_adam(), 1e-3, 0.1, weight_decay=-1.0),
+    ],
+)
+def test_bad_arguments_raise(make):
+  with pytest.raises(ValueError):
+    make()
