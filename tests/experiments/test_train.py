@@ -1,0 +1,195 @@
+"""The train loop: exact resume, device-count invariance, in-loop metrics."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from experiments import train as train_lib
+
+
+class TinyNet(nnx.Module):
+  """conv → BN → ReLU → dropout → mean pool → dense; dropout makes RNG state matter."""
+
+  def __init__(self, seed=0):
+    rngs = nnx.Rngs(seed)
+    self.conv = nnx.Conv(1, 4, (3, 3), use_bias=False, rngs=rngs)
+    self.bn = nnx.BatchNorm(4, rngs=rngs)
+    self.drop = nnx.Dropout(0.2, rngs=rngs)
+    self.head = nnx.Linear(4, 2, rngs=rngs)
+
+  def __call__(self, x):
+    h = self.drop(jax.nn.relu(self.bn(self.conv(x))))
+    return self.head(h.mean((1, 2)))
+
+
+class TinyData:
+  """A learnable synthetic set (label = sign of the image mean); epoch-seeded order."""
+
+  num_classes = 2
+  image_shape = (4, 4, 1)
+
+  def __init__(self, n=40, n_val=8, n_test=8, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(n + n_val + n_test, 4, 4, 1)).astype(np.float32)
+    labels = (images.mean((1, 2, 3)) > 0).astype(np.int32)
+    self.splits = {
+        "train": (images[:n], labels[:n]),
+        "validation": (images[n : n + n_val], labels[n : n + n_val]),
+        "test": (images[n + n_val :], labels[n + n_val :]),
+    }
+    self.num_train, self.num_validation, self.num_test = n, n_val, n_test
+    self.seed = seed
+
+  def train_batches(self, batch_size, *, epoch, augment=True, shard_index=0, shard_count=1):
+    images, labels = self.splits["train"]
+    order = np.random.default_rng((self.seed, epoch)).permutation(len(labels))
+    for i in range(0, len(order), batch_size):
+      idx = order[i : i + batch_size]
+      yield {"image": images[idx], "label": labels[idx]}
+
+  def eval_batches(self, split, batch_size, *, shard_index=0, shard_count=1):
+    images, labels = self.splits[split]
+    for i in range(0, len(labels), batch_size):
+      yield {"image": images[i : i + batch_size], "label": labels[i : i + batch_size]}
+
+
+def _config(workdir, **kw):
+  cfg = ml_collections.ConfigDict(
+      dict(
+          method="sgdm",
+          learning_rate=0.1,
+          hparams=dict(momentum=0.9, weight_decay=1e-3),
+          schedule=dict(kind="multistep", boundaries=(1,), factor=0.1),
+          epochs=2,
+          batch_size=8,
+          eval_batch_size=16,
+          augment=False,
+          log_every=1,
+          checkpoint_every=100,
+          progress=False,
+          seed=0,
+          workdir=str(workdir),
+      )
+  )
+  cfg.update(kw)
+  return cfg
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_resume_is_exact(tmp_path):
+  data = TinyData()
+  straight = TinyNet()
+  train_lib.train(_config(tmp_path / "a"), model=straight, dataset=data)
+  # interrupted mid-epoch (step 3 of 5 in epoch 0), then resumed from a fresh model
+  out = train_lib.train(
+      _config(tmp_path / "b"), model=TinyNet(), dataset=data, stop_after_steps=3
+  )
+  assert out == {"kind": "interrupted", "step": 3}
+  resumed = TinyNet(seed=7)  # a different init: everything must come from the checkpoint
+  summary = train_lib.train(_config(tmp_path / "b"), model=resumed, dataset=data)
+  a, b = nnx.state(straight), nnx.state(resumed)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x, y = jax.random.key_data(x), jax.random.key_data(y)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # the logs agree too, with no duplicate steps after the resume
+  ra, rb = _records(tmp_path / "a"), _records(tmp_path / "b")
+  steps = [r["step"] for r in rb if r["kind"] == "train"]
+  assert steps == list(range(1, 11))
+  assert [r["loss"] for r in ra if r["kind"] == "train"] == [
+      r["loss"] for r in rb if r["kind"] == "train"
+  ]
+  # best-validation bookkeeping matches the eval records
+  vals = [r["accuracy"] for r in rb if r["kind"] == "eval"]
+  assert len(vals) == 2 and summary["best_validation_accuracy"] == max(vals)
+  assert summary["test_accuracy"] == ra[-1]["test_accuracy"]
+
+
+def test_logged_lr_and_prediction_follow_the_schedule(tmp_path):
+  data = TinyData()
+  train_lib.train(_config(tmp_path), model=TinyNet(), dataset=data)
+  train_records = [r for r in _records(tmp_path) if r["kind"] == "train"]
+  for r in train_records:
+    lr = 0.1 if r["step"] <= 5 else 0.01  # the lr of step t (0-based count t-1)
+    np.testing.assert_allclose(r["lr"], lr, rtol=1e-6)
+    np.testing.assert_allclose(
+        r["predicted_angular_update"], np.sqrt(2 * lr * 1e-3 / 1.9), rtol=1e-6
+    )
+    assert set(r["angular_update"]) == {"conv/kernel"}
+
+
+def _numpy_angles_and_norms(old, new):
+  old = np.asarray(old, np.float64).reshape(-1, old.shape[-1])
+  new = np.asarray(new, np.float64).reshape(-1, new.shape[-1])
+  cos = (old * new).sum(0) / np.linalg.norm(old, axis=0) / np.linalg.norm(new, axis=0)
+  return np.arccos(np.clip(cos, -1, 1)).mean(), np.linalg.norm(new, axis=0).mean()
+
+
+def _step_setup(schedule, mesh, norm_rescale=False):
+  model = TinyNet()
+  model.train()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx = optax.sgd(schedule, momentum=0.9)
+  layouts, _ = train_lib.conv_layouts(params)
+  step = train_lib.make_train_step(
+      graphdef, tx, schedule, layouts, norm_rescale=norm_rescale, mesh=mesh
+  )
+  state = {
+      "params": params,
+      "rest": rest,
+      "opt_state": tx.init(params),
+      "step": jnp.zeros((), jnp.int32),
+  }
+  return step, state
+
+
+def test_eight_devices_match_one_device_and_metrics_match_numpy():
+  assert jax.local_device_count() == 8
+  batch = next(TinyData(n=16).train_batches(16, epoch=0))
+  results = {}
+  for n in (1, 8):
+    mesh = train_lib.make_mesh(n)
+    step, state = _step_setup(optax.constant_schedule(0.5), mesh)
+    before = np.asarray(state["params"]["conv"]["kernel"])
+    state, metrics = step(state, jax.device_put(batch))
+    results[n] = (before, jax.device_get(state), jax.device_get(metrics))
+  (_, s1, m1), (before, s8, m8) = results[1], results[8]
+  assert abs(float(m1["loss"]) - float(m8["loss"])) <= 1e-5
+  for x, y in zip(jax.tree.leaves(s1["params"]), jax.tree.leaves(s8["params"])):
+    np.testing.assert_allclose(x, y, atol=1e-5)
+  angle, norm = _numpy_angles_and_norms(before, s8["params"]["conv"]["kernel"])
+  assert angle > 1e-3
+  np.testing.assert_allclose(m8["angular_update"][0], angle, rtol=1e-3)
+  np.testing.assert_allclose(m8["weight_norm"][0], norm, rtol=1e-5)
+
+
+def test_norm_rescale_divides_filters_by_fourth_root_of_the_drop():
+  # lr 1e-12 then 1e-12/16: the step itself is negligible, the rescale is 16^(-1/4)
+  schedule = optax.piecewise_constant_schedule(1e-12, {1: 1 / 16})
+  step, state = _step_setup(schedule, train_lib.make_mesh(1), norm_rescale=True)
+  batch = jax.device_put(next(TinyData(n=8).train_batches(8, epoch=0)))
+  kernel0 = np.asarray(state["params"]["conv"]["kernel"])
+  head0 = np.asarray(state["params"]["head"]["kernel"])
+  state, _ = step(state, batch)  # step 0: no drop
+  np.testing.assert_allclose(state["params"]["conv"]["kernel"], kernel0, rtol=1e-6)
+  state, metrics = step(state, batch)  # step 1: lr drops by 16
+  np.testing.assert_allclose(state["params"]["conv"]["kernel"], kernel0 / 2, rtol=1e-5)
+  np.testing.assert_allclose(state["params"]["head"]["kernel"], head0, rtol=1e-6)
+  _, norm = _numpy_angles_and_norms(kernel0, kernel0 / 2)
+  np.testing.assert_allclose(metrics["weight_norm"][0], norm, rtol=1e-5)
+
+
+def test_batch_not_divisible_by_devices_is_rejected(tmp_path):
+  with pytest.raises(ValueError, match="multiple of the 8 devices"):
+    train_lib.train(_config(tmp_path, batch_size=6), model=TinyNet(), dataset=TinyData())
