@@ -1,0 +1,271 @@
+"""Optimizers that keep every group on the unit sphere: AdamG, SGDG (Cho & Lee 2017)
+and AdaGradG (seed 000 Theorem 4), REFERENCE §2–3.
+
+Grouped leaves follow the spherical rule; ungrouped leaves (``ndim <= 1`` by
+default) get a plain Euclidean optimizer, split with ``optax.partition``.
+Groups must have at least 2 elements (on a 0-sphere a unit cannot move): a
+smaller group raises at ``init``, naming the parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from spherax import geometry, groups as groups_lib
+from spherax.transforms.group_moment import check_beta, check_nonnegative
+
+__all__ = ["RiemannianState", "adamg", "sgdg", "adagradg"]
+
+
+class RiemannianState(NamedTuple):
+  """``mu``: the moment (leaf dtype; AdamG/SGDG); ``nu``: one scalar per group
+  (``stat_shape``, float32 or wider; AdamG/AdaGradG). Unused fields are ``None``."""
+
+  count: jax.Array
+  mu: Any
+  nu: Any
+
+
+def _split(who, groups, sphere, flat):
+  """``sphere`` on grouped leaves, ``flat`` on the others."""
+
+  def labels(params):
+    layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
+    treedef = jax.tree.structure(params)
+    return jax.tree.unflatten(treedef, ["sphere" if l else "flat" for l in layouts])
+
+  return optax.partition({"sphere": sphere, "flat": flat}, labels)
+
+
+def _sphere_transform(who, groups, learning_rate, *, has_mu, has_nu, init_nu, step):
+  """A transform applying ``step(layout, x, g, mu, nu, lr, count) -> (x', mu, nu)`` per group."""
+
+  def init_fn(params):
+    layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
+
+    def zeros_mu(layout, x):
+      del layout
+      return jnp.zeros(x.shape, x.dtype)
+
+    def start_nu(layout, x):
+      return jnp.full(layout.stat_shape, init_nu, geometry.compute_dtype(x))
+
+    return RiemannianState(
+        count=jnp.zeros([], jnp.int32),
+        mu=groups_lib.tree_map_groups(zeros_mu, layouts, params) if has_mu else None,
+        nu=groups_lib.tree_map_groups(start_nu, layouts, params) if has_nu else None,
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(optax.NO_PARAMS_MSG)
+    layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
+    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    count = optax.safe_increment(state.count)
+    treedef = jax.tree.structure(params)
+    xs, gs = jax.tree.leaves(params), treedef.flatten_up_to(updates)
+    mus = treedef.flatten_up_to(state.mu) if has_mu else [None] * len(xs)
+    nus = treedef.flatten_up_to(state.nu) if has_nu else [None] * len(xs)
+    out_u, out_mu, out_nu = [], [], []
+    for layout, x, g, mu, nu in zip(layouts, xs, gs, mus, nus):
+      x_new, mu_new, nu_new = step(layout, x, g, mu, nu, lr, count)
+      out_u.append((x_new - x.astype(x_new.dtype)).astype(g.dtype))
+      out_mu.append(None if mu is None else mu_new.astype(mu.dtype))
+      out_nu.append(None if nu is None else nu_new.astype(nu.dtype))
+    new_state = RiemannianState(
+        count=count,
+        mu=jax.tree.unflatten(treedef, out_mu) if has_mu else None,
+        nu=jax.tree.unflatten(treedef, out_nu) if has_nu else None,
+    )
+    return jax.tree.unflatten(treedef, out_u), new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _unit_and_tangent(layout, x, g, clip_norm):
+  """``y = x/||x||`` and ``h = g − <y, g> y``, clipped to ``clip_norm`` per unit."""
+  dtype = geometry.compute_dtype(x, g)
+  y = geometry.retract(x.astype(dtype), 1.0, layout)
+  h = geometry.tangent(g.astype(dtype), y, layout)
+  if clip_norm is not None:
+    size = geometry.norm(h, layout)
+    h = h * geometry.expand(jnp.minimum(1.0, geometry.safe_div(clip_norm, size) + (size == 0)), layout)
+  return y, h
+
+
+def _move_along(layout, y, delta, m):
+  """``exp_y(Δ)`` and ``m`` parallel-transported along ``Δ`` (REFERENCE §3, AdamG):
+  ``m ← m − <ŵ, m>(sin||Δ|| y + (1 − cos||Δ||) ŵ)``, ``ŵ = Δ/||Δ||``."""
+  size = geometry.norm(delta, layout)
+  w = delta * geometry.expand(geometry.safe_div(jnp.ones((), size.dtype), size), layout)
+  wm = geometry.dot(w, m, layout)
+  m = m - geometry.expand(wm, layout) * (
+      geometry.expand(jnp.sin(size), layout) * y + geometry.expand(1 - jnp.cos(size), layout) * w
+  )
+  return geometry.exp_map(y, delta, layout), m
+
+
+def _check_common(who, learning_rate, weight_decay):
+  if not callable(learning_rate):
+    check_nonnegative(who, "learning_rate", learning_rate)
+  check_nonnegative(who, "weight_decay", weight_decay)
+
+
+def adamg(
+    learning_rate: optax.ScalarOrSchedule = 1e-2,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    *,
+    clip_norm: float | None = None,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """AdamG (Cho & Lee 2017; the AdamG† of seed 001 Table 2, REFERENCE §3).
+
+  Per group (unit), step ``t`` from 1: ``y = x/||x||``, ``h = g − <y, g> y``
+  (clipped to norm ``clip_norm`` if given), ``m ← β1 m + (1−β1) h``,
+  ``v ← β2 v + (1−β2) ||h||²`` (one scalar per unit),
+  ``Δ = −η sqrt(1−β2^t)/(1−β1^t) · m / sqrt(v + ε)`` (ε inside the sqrt),
+  ``x ← exp_y(Δ)`` (unit norm), and ``m`` is parallel-transported along ``Δ``;
+  ``v`` is not transported. Grouped leaves carry no weight decay. Ungrouped
+  leaves: Adam (``b1``, ``b2``, ``eps``) with coupled L2 ``weight_decay``.
+
+  Example:
+
+  >>> import jax.numpy as jnp
+  >>> import optax, spherax
+  >>> params = {'w': jnp.array([[3.], [4.]])}
+  >>> opt = spherax.adamg(0.1)
+  >>> updates, _ = opt.update({'w': jnp.array([[1.], [0.]])}, opt.init(params), params)
+  >>> new = optax.apply_updates(params, updates)['w']
+  >>> round(float(jnp.linalg.norm(new)), 5)
+  1.0
+  """
+  who = "adamg"
+  _check_common(who, learning_rate, weight_decay)
+  check_beta(who, "b1", b1)
+  check_beta(who, "b2", b2)
+  check_nonnegative(who, "eps", eps)
+
+  def step(layout, x, g, mu, nu, lr, count):
+    y, h = _unit_and_tangent(layout, x, g, clip_norm)
+    m = b1 * mu.astype(h.dtype) + (1 - b1) * h
+    v = b2 * nu + (1 - b2) * geometry.sqnorm(h, layout)
+    size = lr * jnp.sqrt(1 - b2**count) / (1 - b1**count)
+    scale = geometry.safe_div(jnp.asarray(size, v.dtype), jnp.sqrt(v + eps))
+    delta = -geometry.expand(scale, layout) * m
+    x_new, m = _move_along(layout, y, delta, m)
+    return x_new, m, v
+
+  sphere = _sphere_transform(who, groups, learning_rate, has_mu=True, has_nu=True, init_nu=0.0, step=step)
+  flat = optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      optax.scale_by_adam(b1, b2, eps),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+  return _split(who, groups, sphere, flat)
+
+
+def sgdg(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    *,
+    clip_norm: float | None = None,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """SGDG (Cho & Lee 2017, REFERENCE §3): SGD with momentum on the unit sphere.
+
+  Per unit: ``y = x/||x||``, ``h = g − <y, g> y`` (clipped to ``clip_norm`` if
+  given), ``mom ← μ mom − η h``, ``x ← exp_y(mom)``, and ``mom`` is
+  parallel-transported along itself. Grouped leaves carry no weight decay.
+  Ungrouped leaves: SGD with momentum ``μ`` and coupled L2 ``weight_decay``
+  (``buf ← μ buf + g + λx``, ``x ← x − η buf``).
+
+  Example:
+
+  >>> import jax.numpy as jnp
+  >>> import optax, spherax
+  >>> params = {'w': jnp.array([[1.], [0.]])}
+  >>> opt = spherax.sgdg(jnp.pi / 2, momentum=0.0)   # a quarter turn
+  >>> updates, _ = opt.update({'w': jnp.array([[0.], [-1.]])}, opt.init(params), params)
+  >>> jnp.round(optax.apply_updates(params, updates)['w'], 5).ravel().tolist()
+  [0.0, 1.0]
+  """
+  who = "sgdg"
+  _check_common(who, learning_rate, weight_decay)
+  check_beta(who, "momentum", momentum)
+
+  def step(layout, x, g, mu, nu, lr, count):
+    del nu, count
+    y, h = _unit_and_tangent(layout, x, g, clip_norm)
+    mom = momentum * mu.astype(h.dtype) - lr * h
+    x_new, mom = _move_along(layout, y, mom, mom)
+    return x_new, mom, None
+
+  sphere = _sphere_transform(who, groups, learning_rate, has_mu=True, has_nu=False, init_nu=0.0, step=step)
+  flat = optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      optax.trace(decay=momentum),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+  return _split(who, groups, sphere, flat)
+
+
+def adagradg(
+    learning_rate: optax.ScalarOrSchedule,
+    decay: float,
+    initial_accumulator_value: float,
+    *,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """AdaGradG (seed 000 Theorem 4, REFERENCE §2): adaptive steps on the unit sphere.
+
+  Per group: ``x̂ = x − η g / sqrt(v)``, ``x ← x̂ / ||x̂||``, then
+  ``v ← β v + ||g||²``: the step uses ``v`` *before* the current gradient. It
+  reproduces the trajectory of SGD with lr ``η_SGD``, L2 ``λ`` started at
+  ``r_0 u_0`` (to order 2) with ``β = (1 − η_SGD λ)^4``, ``η = (2β)^{-1/2}``,
+  ``v_0 = r_0⁴ / (2 η_SGD² β^{1/2})``. A zero ``v`` gives no step (the
+  division is guarded). Ungrouped leaves: plain SGD ``x ← x − η g``.
+
+  Args:
+    learning_rate: ``η``, a float or a schedule.
+    decay: ``β``, in ``[0, 1]``.
+    initial_accumulator_value: ``v_0 >= 0``, one value for every group.
+    groups: the group specification (see :mod:`spherax.groups`).
+
+  Example:
+
+  >>> import jax.numpy as jnp
+  >>> import optax, spherax
+  >>> params = {'w': jnp.array([[1.], [0.]])}
+  >>> opt = spherax.adagradg(1.0, decay=0.9, initial_accumulator_value=4.0)
+  >>> updates, state = opt.update({'w': jnp.array([[0.], [-2.]])}, opt.init(params), params)
+  >>> jnp.round(optax.apply_updates(params, updates)['w'], 4).ravel().tolist()
+  [0.7071, 0.7071]
+  """
+  who = "adagradg"
+  _check_common(who, learning_rate, 0.0)
+  if isinstance(decay, (int, float)) and not 0.0 <= decay <= 1.0:
+    raise ValueError(f"{who}: decay must be in [0, 1], got {decay}")
+  check_nonnegative(who, "initial_accumulator_value", initial_accumulator_value)
+
+  def step(layout, x, g, mu, nu, lr, count):
+    del mu, count
+    dtype = geometry.compute_dtype(x, g)
+    g = g.astype(dtype)
+    scale = geometry.safe_div(jnp.asarray(lr, dtype), jnp.sqrt(nu))
+    x_hat = x.astype(dtype) - geometry.expand(scale, layout) * g
+    return geometry.retract(x_hat, 1.0, layout), None, decay * nu + geometry.sqnorm(g, layout)
+
+  sphere = _sphere_transform(
+      who, groups, learning_rate, has_mu=False, has_nu=True,
+      init_nu=initial_accumulator_value, step=step,
+  )
+  return _split(who, groups, sphere, optax.sgd(learning_rate))
