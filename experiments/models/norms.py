@@ -78,9 +78,8 @@ def reparametrize(kernel: jax.Array, norm: str, epsilon: float) -> jax.Array:
   run over every axis but the last and are computed in float32 or wider.
 
   >>> k = jnp.array([[3.0, 1.0], [4.0, 1.0]])
-  >>> reparametrize(k, "weight", 0.0)
-  Array([[0.6      , 0.7071068],
-         [0.8      , 0.7071068]], dtype=float32)
+  >>> reparametrize(k, "weight", 0.0).round(4).tolist()
+  [[0.6, 0.7071], [0.8, 0.7071]]
   """
   if norm not in _WEIGHT_NORMS:
     return kernel
