@@ -77,9 +77,11 @@ def reparametrize(kernel: jax.Array, norm: str, epsilon: float) -> jax.Array:
   variants: unchanged. Statistics
   run over every axis but the last and are computed in float32 or wider.
 
+  >>> import numpy as np
   >>> k = jnp.array([[3.0, 1.0], [4.0, 1.0]])
-  >>> reparametrize(k, "weight", 0.0).round(4).tolist()
-  [[0.6, 0.7071], [0.8, 0.7071]]
+  >>> print(np.round(np.asarray(reparametrize(k, "weight", 0.0)), 4))
+  [[0.6    0.7071]
+   [0.8    0.7071]]
   """
   if norm not in _WEIGHT_NORMS:
     return kernel
