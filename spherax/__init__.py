@@ -16,3 +16,4 @@ from spherax.transforms.transport import transport_moments
 from spherax.optimizers.adamsrt import adams, adamsrt, sgdmrt
 from spherax import diagnostics
 from spherax.optimizers.riemannian import adamg, sgdg, adagradg
+from spherax.optimizers.adamp import adamp, sgdp

@@ -1,0 +1,206 @@
+"""AdamP and SGDP (Heo et al.; REFERENCE §6): remove the radial part of the update
+of weights that look scale-invariant.
+
+For a grouped leaf (by default every ``ndim >= 2`` leaf, per output unit) two
+views are tried each step, on the raw gradient ``g`` and the weights ``x``
+before decay: the per-group view, then the whole tensor. A view *passes* when
+``max_group |cos(g, x)| < δ / sqrt(d_view)``, with
+``cos(g, x) = <g, x> / (max(||g||, ε) · max(||x||, ε))`` and ``d_view`` the
+number of elements of one of its groups. For the first view that passes, the
+update ``p`` loses its radial part per group of that view,
+``p ← p − x̂ <x̂, p>`` with ``x̂ = x / (||x|| + ε)``, and the weight decay is
+multiplied by ``wd_ratio``. The choice is data-dependent and made with
+``jnp.where``; the whole-tensor statistics are sums of the per-group ones.
+
+AdamP: ``m ← β1 m + (1−β1) g``, ``v ← β2 v + (1−β2) g²``,
+``p = m / (sqrt(v)/sqrt(1−β2^t) + ε)`` (Nesterov: ``(β1 m + (1−β1) g)/…``),
+projected; ``x ← x (1 − η λ w) − η/(1−β1^t) · p`` (``w`` = ``wd_ratio`` or 1;
+``m``, ``v`` are never projected). SGDP: ``buf ← μ buf + g``, ``p = buf``
+(Nesterov ``g + μ buf``); without Nesterov the projected buffer is stored;
+``x ← x (1 − η λ w / (1−μ)) − η p``.
+
+Example:
+
+>>> import jax.numpy as jnp, spherax
+>>> x = {'w': jnp.array([[1., 0.], [0., 1.]])}
+>>> opt = spherax.adamp(1e-1)
+>>> g = {'w': jnp.array([[0., 1.], [1., 0.]])}   # orthogonal to each unit
+>>> u, _ = opt.update(g, opt.init(x), x)
+>>> jnp.sum(u['w'] * x['w'], axis=0).round(6).tolist()  # no radial part
+[0.0, 0.0]
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from spherax import geometry
+from spherax import groups as groups_lib
+
+__all__ = ["adamp", "sgdp", "AdamPState", "SGDPState", "project_if_scale_invariant"]
+
+
+def _check(who, name, value, low, high=None):
+  if isinstance(value, (int, float)) and (value < low or (high is not None and value >= high)):
+    hi = f"{high})" if high is not None else "inf)"
+    raise ValueError(f"{who}: {name} must be in [{low}, {hi}, got {value}")
+
+
+def project_if_scale_invariant(layout, x, g, p, delta, eps):
+  """The AdamP projection of ``p`` for one leaf; returns ``(p', projected)``.
+
+  ``projected`` is a boolean scalar (whether a view passed). ``layout`` gives
+  the per-group view; the whole-tensor view is tried second.
+  """
+  dtype = geometry.compute_dtype(x, g, p)
+  x, g, p = (a.astype(dtype) for a in (x, g, p))
+  gx = geometry.dot(g, x, layout)
+  gg = geometry.sqnorm(g, layout)
+  xx = geometry.sqnorm(x, layout)
+  xp = geometry.dot(x, p, layout)
+
+  def cosine(gx, gg, xx):
+    return jnp.abs(gx) / (jnp.maximum(jnp.sqrt(gg), eps) * jnp.maximum(jnp.sqrt(xx), eps))
+
+  pass_c = jnp.max(cosine(gx, gg, xx)) < delta / jnp.sqrt(float(layout.group_size))
+  gx_w, gg_w, xx_w, xp_w = (jnp.sum(s) for s in (gx, gg, xx, xp))
+  pass_w = cosine(gx_w, gg_w, xx_w) < delta / jnp.sqrt(float(x.size))
+  coef_c = xp / jnp.square(jnp.sqrt(xx) + eps)
+  coef_w = xp_w / jnp.square(jnp.sqrt(xx_w) + eps)
+  coef = jnp.where(pass_c, coef_c, jnp.where(pass_w, coef_w, 0.0))
+  return p - geometry.expand(coef, layout) * x, pass_c | pass_w
+
+
+class AdamPState(NamedTuple):
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+class SGDPState(NamedTuple):
+  count: jax.Array
+  trace: optax.Updates
+
+
+def _lr(learning_rate, count):
+  return learning_rate(count) if callable(learning_rate) else learning_rate
+
+
+def _zeros(params):
+  return jax.tree.map(lambda p: jnp.zeros(p.shape, p.dtype), params)
+
+
+def _split(treedef, tree_of_tuples, n):
+  flat = treedef.flatten_up_to(tree_of_tuples)
+  return tuple(jax.tree.unflatten(treedef, [f[i] for f in flat]) for i in range(n))
+
+
+def adamp(
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    delta: float = 0.1,
+    wd_ratio: float = 0.1,
+    nesterov: bool = False,
+    *,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """AdamP (REFERENCE §6). ``groups``: the per-group view (default per output unit
+  for ``ndim >= 2``; ``None`` leaves are never projected)."""
+  for name, value in (("learning_rate", learning_rate), ("eps", eps),
+                      ("weight_decay", weight_decay), ("delta", delta), ("wd_ratio", wd_ratio)):
+    _check("adamp", name, value, 0.0)
+  _check("adamp", "b1", b1, 0.0, 1.0)
+  _check("adamp", "b2", b2, 0.0, 1.0)
+
+  def init_fn(params):
+    groups_lib.resolve(groups, params, who="adamp")
+    return AdamPState(jnp.zeros([], jnp.int32), _zeros(params), _zeros(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("adamp needs params in update()")
+    layouts = groups_lib.resolve(groups, params, who="adamp")
+    treedef = jax.tree.structure(params)
+    count = optax.safe_int32_increment(state.count)
+    lr = _lr(learning_rate, state.count)
+    t = count.astype(jnp.float32)
+    c1, c2 = 1 - b1**t, 1 - b2**t
+
+    def leaf(layout, x, g, m, v):
+      dtype = geometry.compute_dtype(x, g)
+      gc = g.astype(dtype)
+      m_new = b1 * m.astype(dtype) + (1 - b1) * gc
+      v_new = b2 * v.astype(dtype) + (1 - b2) * gc * gc
+      num = b1 * m_new + (1 - b1) * gc if nesterov else m_new
+      p = num / (jnp.sqrt(v_new) / jnp.sqrt(c2) + eps)
+      wd = weight_decay
+      if layout is not None:
+        p, projected = project_if_scale_invariant(layout, x, g, p, delta, eps)
+        wd = weight_decay * jnp.where(projected, wd_ratio, 1.0)
+      u = -lr * wd * x.astype(dtype) - (lr / c1) * p
+      return u.astype(x.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+    out = groups_lib.tree_map_groups(leaf, layouts, params, updates, state.mu, state.nu)
+    u, mu, nu = _split(treedef, out, 3)
+    return u, AdamPState(count, mu, nu)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sgdp(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    delta: float = 0.1,
+    wd_ratio: float = 0.1,
+    nesterov: bool = False,
+    eps: float = 1e-8,
+    *,
+    groups: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+  """SGDP (REFERENCE §6): SGD-momentum (no dampening) with the AdamP projection."""
+  for name, value in (("learning_rate", learning_rate), ("eps", eps),
+                      ("weight_decay", weight_decay), ("delta", delta), ("wd_ratio", wd_ratio)):
+    _check("sgdp", name, value, 0.0)
+  _check("sgdp", "momentum", momentum, 0.0, 1.0)
+
+  def init_fn(params):
+    groups_lib.resolve(groups, params, who="sgdp")
+    return SGDPState(jnp.zeros([], jnp.int32), _zeros(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("sgdp needs params in update()")
+    count, trace = state
+    layouts = groups_lib.resolve(groups, params, who="sgdp")
+    treedef = jax.tree.structure(params)
+    lr = _lr(learning_rate, count)
+
+    def leaf(layout, x, g, b):
+      dtype = geometry.compute_dtype(x, g)
+      gc = g.astype(dtype)
+      b_new = momentum * b.astype(dtype) + gc
+      p = gc + momentum * b_new if nesterov else b_new
+      wd = weight_decay
+      if layout is not None:
+        p, projected = project_if_scale_invariant(layout, x, g, p, delta, eps)
+        wd = weight_decay * jnp.where(projected, wd_ratio, 1.0)
+        if not nesterov:
+          b_new = p  # the projected buffer is what momentum carries forward
+      u = -lr * wd / (1 - momentum) * x.astype(dtype) - lr * p
+      return u.astype(x.dtype), b_new.astype(b.dtype)
+
+    out = groups_lib.tree_map_groups(leaf, layouts, params, updates, trace)
+    u, new_trace = _split(treedef, out, 2)
+    return u, SGDPState(optax.safe_int32_increment(count), new_trace)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
