@@ -63,7 +63,7 @@ def _sphere_transform(who, groups, learning_rate, *, has_mu, has_nu, init_nu, st
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     if params is None:
-      raise ValueError(optax.NO_PARAMS_MSG)
+      raise ValueError(f"{who}: update needs params (pass params=... to update)")
     layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
     count = optax.safe_increment(state.count)

@@ -48,7 +48,7 @@ def orthogonalize(groups: Any = None) -> optax.GradientTransformationExtraArgs:
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     if params is None:
-      raise ValueError(optax.NO_PARAMS_MSG)
+      raise ValueError("orthogonalize: update needs params (pass params=... to update)")
     layouts = groups_lib.resolve(groups, params, min_group_size=2, who="orthogonalize")
 
     def project(layout, q, x):

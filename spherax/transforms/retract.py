@@ -74,7 +74,7 @@ def retract(norm: str | float = "initial", groups: Any = None) -> optax.Gradient
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     if params is None:
-      raise ValueError(optax.NO_PARAMS_MSG)
+      raise ValueError("retract: update needs params (pass params=... to update)")
     layouts = groups_lib.resolve(groups, params, min_group_size=2, who="retract")
     if initial:
       targets = state.norms

@@ -113,7 +113,7 @@ def transport_moments(
 
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
-      raise ValueError(optax.NO_PARAMS_MSG)
+      raise ValueError("transport_moments: update needs params (pass params=... to update)")
     direction, inner_state = inner.update(updates, state.inner, params, **extra_args)
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
     layouts = groups_lib.resolve(groups, params, who=who)

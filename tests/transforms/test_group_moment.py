@@ -1,0 +1,56 @@
+"""scale_by_group_adam: Adam with a per-group second moment (REFERENCE §3 steps 1-3)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import spherax
+from spherax import groups
+
+B1, B2, EPS = 0.9, 0.99, 1e-3
+
+
+def _numpy(grads, group_axes, d):
+  m = v = 0.0
+  outs = []
+  for k, g in enumerate(grads, start=1):
+    m = B1 * m + (1 - B1) * g
+    v = B2 * v + (1 - B2) * (g * g).sum(axis=group_axes, keepdims=True)
+    outs.append(np.sqrt(d) * (m / (1 - B1**k)) / (np.sqrt(v / (1 - B2**k)) + EPS))
+  return outs
+
+
+@pytest.mark.parametrize("spec, view, axes", [
+    (None, (3, 2, 4), (0, 1)),
+    (groups.channel_groups(2), (3, 2, 2, 2), (0, 1, 3)),
+])
+def test_matches_numpy_group_sum_and_sqrt_d(spec, view, axes):
+  rng = np.random.default_rng(4)
+  grads = [rng.normal(size=(3, 2, 4)) for _ in range(3)]
+  d = int(np.prod([view[a] for a in axes]))
+  want = _numpy([g.reshape(view) for g in grads], axes, d)
+  tx = spherax.scale_by_group_adam(B1, B2, EPS, groups=None if spec is None else {"w": spec})
+  state = tx.init({"w": jnp.zeros((3, 2, 4))})
+  for g, w in zip(grads, want):
+    out, state = tx.update({"w": jnp.asarray(g)}, state)
+    np.testing.assert_allclose(out["w"], w.reshape(3, 2, 4), rtol=1e-5, atol=1e-6)
+  assert state.nu["w"].shape == tuple(1 if i in axes else s for i, s in enumerate(view))
+
+
+def test_ungrouped_is_elementwise_adam_and_zero_gradients_are_finite():
+  tx = spherax.scale_by_group_adam(B1, B2, 0.0)
+  params = {"b": jnp.zeros(3), "w": jnp.zeros((2, 2))}
+  out, state = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params))
+  assert all(np.all(np.asarray(l) == 0) for l in jax.tree.leaves((out, state.mu, state.nu)))
+  g = jnp.array([1.0, -4.0, 0.0])
+  out, _ = tx.update({"b": g, "w": jnp.zeros((2, 2))}, state)
+  m, v = (1 - B1) * g, (1 - B2) * g * g
+  want = np.where(g != 0, (m / (1 - B1**2)) / np.sqrt(v / (1 - B2**2)), 0.0)
+  np.testing.assert_allclose(out["b"], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(b1=1.0), dict(b2=1.2), dict(eps=-1.0)])
+def test_bad_arguments(kwargs):
+  with pytest.raises(ValueError):
+    spherax.scale_by_group_adam(**kwargs)
