@@ -17,3 +17,4 @@ from spherax.optimizers.adamsrt import adams, adamsrt, sgdmrt
 from spherax import diagnostics
 from spherax.optimizers.riemannian import adamg, sgdg, adagradg
 from spherax.optimizers.adamp import adamp, sgdp
+from spherax.optimizers.nero import nero
