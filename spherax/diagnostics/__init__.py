@@ -23,3 +23,4 @@ from spherax.diagnostics.tracker import (
     summaries,
     track_dynamics,
 )
+from spherax.diagnostics.detect import detect_groups
