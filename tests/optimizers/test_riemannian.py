@@ -193,3 +193,13 @@ def test_init_on_shape_structs_with_bfloat16():
   sphere = state.inner_states["sphere"].inner_state
   assert sphere.nu["w"].shape == (1, 2) and sphere.nu["w"].dtype == jnp.float32
   assert sphere.mu["w"].dtype == jnp.bfloat16
+
+
+def test_inject_hyperparams_matches_plain_adamg():
+  params = {"w": jnp.asarray(np.random.default_rng(6).normal(size=(4, 3))), "b": jnp.ones(3)}
+  grads = {"w": jnp.asarray(np.random.default_rng(7).normal(size=(4, 3))), "b": jnp.ones(3)}
+  plain = spherax.adamg(0.1, clip_norm=0.5)
+  injected = optax.inject_hyperparams(spherax.adamg)(learning_rate=0.1, clip_norm=0.5)
+  want, _ = plain.update(grads, plain.init(params), params)
+  got, _ = jax.jit(injected.update)(grads, injected.init(params), params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, want)
