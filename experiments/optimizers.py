@@ -132,6 +132,7 @@ class Method:
   factory: Callable[..., optax.GradientTransformation]
   equilibrium: Callable[..., Any] | None = None
   label: str = ""
+  takes_groups: bool = False
 
 
 METHODS: dict[str, Method] = {
@@ -145,28 +146,29 @@ METHODS: dict[str, Method] = {
     "lars": Method(optax.lars, label="LARS"),
     "lamb": Method(optax.lamb, label="LAMB"),
     # seed 001 variants
-    "adams": Method(_lazy("adams"), label="AdamS"),
+    "adams": Method(_lazy("adams"), takes_groups=True, label="AdamS"),
     "adam_wo_ab": Method(
         _lazy("adamsrt", group_moment=True, transport="reference", rescale=False),
         label="Adam w/o (ab)",
+        takes_groups=True,
     ),
-    "adamsrt": Method(_lazy("adamsrt"), label="AdamSRT"),
-    "sgdmrt": Method(_lazy("sgdmrt"), label="SGDMRT"),
-    "adamg": Method(_lazy("adamg"), label="AdamG"),
-    "sgdg": Method(_lazy("sgdg"), label="SGDG"),
-    "adagradg": Method(_lazy("adagradg"), label="AdaGradG"),
+    "adamsrt": Method(_lazy("adamsrt"), takes_groups=True, label="AdamSRT"),
+    "sgdmrt": Method(_lazy("sgdmrt"), takes_groups=True, label="SGDMRT"),
+    "adamg": Method(_lazy("adamg"), takes_groups=True, label="AdamG"),
+    "sgdg": Method(_lazy("sgdg"), takes_groups=True, label="SGDG"),
+    "adagradg": Method(_lazy("adagradg"), takes_groups=True, label="AdaGradG"),
     # peers
-    "adamp": Method(_lazy("adamp"), label="AdamP"),
-    "sgdp": Method(_lazy("sgdp"), label="SGDP"),
-    "nero": Method(_lazy("nero"), label="Nero"),
+    "adamp": Method(_lazy("adamp"), takes_groups=True, label="AdamP"),
+    "sgdp": Method(_lazy("sgdp"), takes_groups=True, label="SGDP"),
+    "nero": Method(_lazy("nero"), takes_groups=True, label="Nero"),
     # seed 004 rotational variants
-    "rv_adamw": Method(_lazy("rv_adamw"), _adamw_eq, "RV-AdamW"),
-    "rv_sgdm": Method(_lazy("rv_sgdm"), _sgdm_eq, "RV-SGDM"),
-    "rv_lion": Method(_lazy("rv_lion"), _lion_eq, "RV-Lion"),
-    "rv_adam_l2": Method(_lazy("rv_adam_l2"), _adamw_eq, "Wrapped Adam+L2"),
+    "rv_adamw": Method(_lazy("rv_adamw"), _adamw_eq, "RV-AdamW", takes_groups=True),
+    "rv_sgdm": Method(_lazy("rv_sgdm"), _sgdm_eq, "RV-SGDM", takes_groups=True),
+    "rv_lion": Method(_lazy("rv_lion"), _lion_eq, "RV-Lion", takes_groups=True),
+    "rv_adam_l2": Method(_lazy("rv_adam_l2"), _adamw_eq, "Wrapped Adam+L2", takes_groups=True),
 }
 METHODS["adamw_dagger"] = Method(_dagger("adamw"), _adamw_eq, "AdamW†")
-METHODS["adamg_dagger"] = Method(_dagger("adamg"), label="AdamG†")
+METHODS["adamg_dagger"] = Method(_dagger("adamg"), label="AdamG†", takes_groups=True)
 
 
 def _method(name: str) -> Method:
@@ -177,9 +179,18 @@ def _method(name: str) -> Method:
   return METHODS[name]
 
 
-def build(name: str, *, learning_rate, **hyperparameters) -> optax.GradientTransformation:
-  """The optimizer ``name`` with ``learning_rate`` (float or schedule)."""
-  return _method(name).factory(learning_rate=learning_rate, **hyperparameters)
+def build(
+    name: str, *, learning_rate, groups=None, **hyperparameters
+) -> optax.GradientTransformation:
+  """The optimizer ``name`` with ``learning_rate`` (float or schedule).
+
+  ``groups`` goes to the spherical methods (spherax's ``groups=``); the optax
+  baselines have no groups and ignore it.
+  """
+  method = _method(name)
+  if method.takes_groups and groups is not None:
+    hyperparameters["groups"] = groups
+  return method.factory(learning_rate=learning_rate, **hyperparameters)
 
 
 def predicted_angular_update(name: str, learning_rate, **hyperparameters):

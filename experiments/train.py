@@ -49,6 +49,7 @@ import spherax
 from experiments import optimizers
 
 __all__ = [
+    "CONV_GROUPS",
     "conv_layouts",
     "evaluate",
     "make_mesh",
@@ -65,12 +66,18 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(np.asarray(devices), ("data",))
 
 
+def _conv_filter_rule(path: str, leaf) -> spherax.GroupSpec | None:
+  del path
+  return spherax.GroupSpec((-1,)) if len(leaf.shape) == 4 else None
+
+
+# one group per output filter of every conv kernel, nothing else grouped (REFERENCE §3)
+CONV_GROUPS = spherax.groups.by_path((), default=_conv_filter_rule)
+
+
 def conv_layouts(params: Any) -> tuple[list, list[str]]:
   """Per-filter layouts of the conv kernels (4-d leaves); ``None`` elsewhere."""
-  rule = spherax.groups.by_path(
-      (), default=lambda path, leaf: spherax.GroupSpec((-1,)) if len(leaf.shape) == 4 else None
-  )
-  return spherax.groups.resolve_with_paths(rule, params)
+  return spherax.groups.resolve_with_paths(CONV_GROUPS, params)
 
 
 def _group_geometry(layouts, old, new) -> tuple[list, list]:
@@ -158,9 +165,13 @@ def make_train_step(graphdef, tx, lr_schedule, layouts, *, norm_rescale=False, m
 
 
 def _pad(batch: dict, multiple: int) -> tuple[dict, np.ndarray]:
+  """Pads a batch to a multiple of the device count; weights are 0 on padding
+  (and where the dataset's own ``mask`` entry is False)."""
+  batch = dict(batch)
   n = len(batch["label"])
+  weights = np.asarray(batch.pop("mask", np.ones(n)), np.float32)
   pad = (-n) % multiple
-  weights = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+  weights = np.concatenate([weights, np.zeros(pad, np.float32)])
   padded = {
       k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()
   }
@@ -271,7 +282,7 @@ def _build_model(config, dataset):
       norm=config.get("norm", "batch"),
       gains=config.get("gains", False),
       rngs=nnx.Rngs(config.seed),
-      **dict(config.get("model_kwargs", {})),
+      **{"in_channels": dataset.image_shape[-1], **dict(config.get("model_kwargs", {}))},
   )
 
 
@@ -294,14 +305,9 @@ def _optimizer(config, steps_per_epoch: int):
       epochs=config.epochs,
       **{k: v for k, v in dict(config.schedule).items() if k != "kind"},
   )
-  hparams = dict(config.hparams)
-  if config.get("groups") == "conv":
-    hparams["groups"] = spherax.groups.by_path(
-        (), default=lambda p, leaf: spherax.GroupSpec((-1,)) if len(leaf.shape) == 4 else None
-    )
-  tx = optimizers.build(config.method, learning_rate=sched, **hparams)
-  predict_hparams = {k: v for k, v in dict(config.hparams).items() if k != "groups"}
-  return tx, sched, predict_hparams
+  groups = CONV_GROUPS if config.get("groups") == "conv" else None
+  tx = optimizers.build(config.method, learning_rate=sched, groups=groups, **config.hparams)
+  return tx, sched, dict(config.hparams)
 
 
 def _train_batches(dataset, config, epoch: int, skip: int) -> Iterator[dict]:
