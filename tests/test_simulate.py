@@ -1,0 +1,89 @@
+"""The random-walk simple system (seed 004 App. J) and the SMD maps (seed 002 App. C.1)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from spherax import simulate
+from spherax.theory import equilibrium
+
+KEY = jax.random.key(0)
+
+
+def _last_third(walk):
+  steps = walk.norms.shape[0]
+  norms = np.asarray(walk.norms[2 * steps // 3 :], np.float64)
+  angles = np.asarray(walk.angles[2 * steps // 3 :], np.float64)
+  return norms, angles
+
+
+def _cv(per_row):
+  return per_row.std() / per_row.mean()
+
+
+def test_rows_are_scale_invariant_under_batch_norm():
+  """Plain SGD: ∇W ⊥ each row, so r'² = r² + (η||g||)² and tan(angle) = η||g||/r."""
+  with jax.enable_x64(True):
+    walk = simulate.random_walk(
+        optax.sgd(3e2), steps=6, key=KEY, batch=8, channels=5, features=3, eps=0.0
+    )
+    norms, angles = np.asarray(walk.norms), np.asarray(walk.angles)
+  assert norms.dtype == np.float64
+  growth = (norms[1:] ** 2 - norms[:-1] ** 2) / norms[:-1] ** 2
+  assert (angles[1:] > 1e-4).all()
+  np.testing.assert_allclose(np.tan(angles[1:]) ** 2, growth, rtol=1e-8)
+
+
+def test_smd_maps_follow_their_recurrences():
+  rng = np.random.default_rng(0)
+  big_l = rng.uniform(0.5, 3.0, size=7)
+  eta, lam, alpha, x0 = 0.3, 0.05, 0.8, 2.0
+  with jax.enable_x64(True):
+    x = np.asarray(simulate.smd_sgd(x0, eta, lam, big_l))
+    xm = np.asarray(simulate.smd_sgdm(x0, eta, lam, alpha, big_l))
+  ref, cur = [], x0
+  for l_t in big_l:
+    cur = (1 - 2 * lam * eta) * cur + l_t * eta**2 / cur
+    ref.append(cur)
+  np.testing.assert_allclose(x, ref, rtol=1e-12)
+  s = 1 + alpha - lam * eta
+  a = np.array([[s * s, -2 * alpha * s, alpha**2], [s, -alpha, 0], [1, 0, 0]])
+  ref, cur = [], np.full(3, x0)
+  for l_t in big_l:
+    cur = a @ cur + np.array([l_t * eta**2 / cur[0], 0, 0])
+    ref.append(cur)
+  np.testing.assert_allclose(xm, np.array(ref), rtol=1e-12)
+
+
+def test_adamw_reaches_the_balanced_equilibrium():
+  """Paper setting (lr 1e-3, wd 0.1, 30k steps): every row at η̂_r and ||ω̂||."""
+  walk = simulate.random_walk(optax.adamw(1e-3, weight_decay=0.1), steps=30000, key=KEY)
+  norms, angles = _last_third(walk)
+  np.testing.assert_allclose(
+      angles.mean(), float(equilibrium.angular_update_adamw(1e-3, 0.1, b1=0.9)), rtol=0.05
+  )
+  np.testing.assert_allclose(
+      norms.mean(), float(equilibrium.norm_adamw(1e-3, 0.1, group_size=128)), rtol=0.05
+  )
+  assert _cv(angles.mean(0)) < 0.05
+  assert _cv(norms.mean(0)) < 0.05
+
+
+def test_adam_l2_equilibrium_is_unbalanced():
+  opt = optax.chain(optax.add_decayed_weights(1e-3), optax.adam(1e-3))
+  norms, angles = _last_third(simulate.random_walk(opt, steps=30000, key=KEY))
+  assert _cv(angles.mean(0)) > 0.2
+  assert _cv(norms.mean(0)) > 0.2
+
+
+def test_sgdm_rotation_is_balanced_at_smd_rate():
+  """SGDM (L2): norms depend on each row's gradient size, the angle does not."""
+  eta, lam, alpha = 0.1, 1e-3, 0.9
+  opt = optax.chain(optax.add_decayed_weights(lam), optax.sgd(eta, momentum=alpha))
+  norms, angles = _last_third(simulate.random_walk(opt, steps=3000, key=KEY))
+  predicted = float(equilibrium.angular_update_sgdm(eta, lam, momentum=alpha))
+  np.testing.assert_allclose(angles.mean(), predicted, rtol=0.05)
+  assert _cv(angles.mean(0)) < 0.05
+  assert _cv(norms.mean(0)) > 0.2
