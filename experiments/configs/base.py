@@ -7,7 +7,8 @@ with plain ``update`` calls, that ``lock()`` protects against misspelt keys
 override key by key (``--config.learning_rate=0.01``) without a schema per
 protocol. The train loop reads these keys:
 
-* ``name``, ``protocol``, ``workdir``, ``seed``;
+* ``name``, ``protocol``, ``column`` (the results-table column), ``workdir``,
+  ``seed``;
 * ``dataset``, ``data_dir``, ``validation_fraction``, ``augment``;
 * ``model``, ``model_kwargs`` (e.g. ``width``), ``norm``, ``gains``;
 * ``method`` (:mod:`experiments.optimizers`), ``learning_rate``, ``hparams``
@@ -43,6 +44,7 @@ def base() -> ml_collections.ConfigDict:
       dict(
           name="",
           protocol="",
+          column="",
           workdir="runs/default",
           seed=0,
           dataset="cifar10",

@@ -63,6 +63,7 @@ def config(method: str, column: str, seed: int = 0, quick: bool = False):
       protocol="seed001_table2",
       workdir=f"runs/seed001_table2/{column}/{method}/seed{seed}",
       seed=seed,
+      column=column,
       dataset=dataset,
       augment=not dataset.startswith("svhn"),
       model=model,

@@ -22,6 +22,7 @@ def config(column: str, quick: bool = False):
       name=f"multistep/{column}",
       protocol="seed002_multistep",
       workdir=f"runs/seed002_multistep/{column}",
+      column=column,
       dataset="imagenet2012",
       validation_fraction=0.01,
       model="resnet50",

@@ -63,6 +63,7 @@ def config(method: str, column: str, seed: int = 0, quick: bool = False):
       protocol="seed004_tables",
       workdir=f"runs/seed004_tables/{column}/{method}/seed{seed}",
       seed=seed,
+      column=column,
       dataset="cifar10",
       model="resnet20",
       method=method,

@@ -1,0 +1,104 @@
+"""Matplotlib curves from the train loop's JSONL logs.
+
+:func:`compare` overlays several runs (one colour per run) in four panels: the
+training loss (nats, cross-entropy) and the validation accuracy (%) against the
+step, the angular update per step (radians, mean over the conv layers; dashed:
+the predicted equilibrium ``η̂_r`` of REFERENCE §5 where defined) and the mean
+conv filter norm ``||x||`` (the scale-invariant groups). :func:`layers` draws one
+run's per-layer angular updates and norms (seed 004 Fig. 4).
+
+Example:
+
+>>> import json, os, tempfile
+>>> d = tempfile.mkdtemp(); path = os.path.join(d, 'metrics.jsonl')
+>>> recs = [{'kind': 'train', 'step': s, 'loss': 1 / s, 'accuracy': 0.5, 'lr': 0.1,
+...          'angular_update': {'conv/kernel': 0.01}, 'weight_norm': {'conv/kernel': 1.0},
+...          'predicted_angular_update': 0.01} for s in (1, 2)]
+>>> with open(path, 'w') as f:
+...   f.write('\\n'.join(json.dumps(r) for r in recs)) and None
+>>> compare({'sgdm': path}, os.path.join(d, 'curves.png'))
+'.../curves.png'
+"""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["compare", "layers", "read"]
+
+
+def read(path: str) -> list[dict]:
+  """The records of a metrics.jsonl file."""
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _series(records, kind, key):
+  rows = [r for r in records if r["kind"] == kind and r.get(key) is not None]
+  return np.array([r["step"] for r in rows]), rows
+
+
+def compare(runs: dict[str, str], out_path: str) -> str:
+  """Overlays the runs ``{label: metrics.jsonl}``; saves and returns ``out_path``."""
+  fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+  (ax_loss, ax_acc), (ax_ang, ax_norm) = axes
+  for i, (label, path) in enumerate(runs.items()):
+    color = f"C{i % 10}"
+    records = read(path)
+    steps, rows = _series(records, "train", "loss")
+    ax_loss.plot(steps, [r["loss"] for r in rows], color=color, label=label, lw=1)
+    vsteps, vrows = _series(records, "eval", "accuracy")
+    ax_acc.plot(vsteps, [100 * r["accuracy"] for r in vrows], color=color, label=label, marker=".")
+    ang = [np.mean(list(r["angular_update"].values())) for r in rows if r["angular_update"]]
+    if ang:
+      ax_ang.plot(steps[: len(ang)], ang, color=color, label=label, lw=1)
+      ax_norm.plot(steps, [np.mean(list(r["weight_norm"].values())) for r in rows],
+                   color=color, label=label, lw=1)
+    psteps, prows = _series(records, "train", "predicted_angular_update")
+    if prows:
+      ax_ang.plot(psteps, [r["predicted_angular_update"] for r in prows], color=color, ls="--",
+                  lw=1.5, label=f"{label} (predicted)")
+  ax_loss.set(xlabel="step", ylabel="training loss (cross-entropy, nats)", yscale="log")
+  ax_acc.set(xlabel="step", ylabel="validation accuracy (%)")
+  ax_ang.set(xlabel="step", ylabel="angular update per step (rad), mean over conv layers",
+             yscale="log")
+  ax_norm.set(xlabel="step", ylabel="mean conv filter norm ||x||")
+  for ax in axes.flat:
+    ax.grid(alpha=0.3)
+  ax_ang.legend(fontsize=6, ncol=2)
+  ax_loss.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=120)
+  plt.close(fig)
+  return out_path
+
+
+def layers(path: str, out_path: str, title: str = "") -> str:
+  """One run's per-layer angular update (rad/step) and filter norm against the step."""
+  records = read(path)
+  steps, rows = _series(records, "train", "angular_update")
+  names = list(rows[0]["angular_update"]) if rows else []
+  fig, (ax_ang, ax_norm) = plt.subplots(1, 2, figsize=(11, 4))
+  cmap = plt.get_cmap("viridis")
+  for j, name in enumerate(names):
+    color = cmap(j / max(len(names) - 1, 1))
+    ax_ang.plot(steps, [r["angular_update"][name] for r in rows], color=color, lw=0.8)
+    ax_norm.plot(steps, [r["weight_norm"][name] for r in rows], color=color, lw=0.8, label=name)
+  psteps, prows = _series(records, "train", "predicted_angular_update")
+  if prows:
+    ax_ang.plot(psteps, [r["predicted_angular_update"] for r in prows], "k--", label="predicted")
+    ax_ang.legend(fontsize=7)
+  ax_ang.set(xlabel="step", ylabel="angular update per step (rad)", yscale="log", title=title)
+  ax_norm.set(xlabel="step", ylabel="mean filter norm ||x||", title=title)
+  if len(names) <= 12:
+    ax_norm.legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=120)
+  plt.close(fig)
+  return out_path
