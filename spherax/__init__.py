@@ -19,3 +19,5 @@ from spherax.optimizers.riemannian import adamg, sgdg, adagradg
 from spherax.optimizers.adamp import adamp, sgdp
 from spherax.optimizers.nero import nero
 from spherax.transforms.lr_drop_rescale import rescale_norms_on_lr_drop
+from spherax import theory
+from spherax import simulate
