@@ -1,0 +1,224 @@
+"""Step time, state size and memory traffic of every spherax optimizer vs ``optax.adamw``.
+
+Run ``python -m experiments.benchmark`` (options: ``--rounds``, ``--steps``,
+``--only NAME ...``). On a ResNet-50-shaped pytree (torchvision ResNet-50 in
+Flax layout, ≈25.6M parameters including BatchNorm scales and biases) it
+compiles one donated jitted step ``(params, state, grads) -> (params, state)``
+per optimizer and prints a markdown table with, per optimizer:
+
+* ``step/adamw``: the median step time divided by adamw's median, both
+  measured in the same run; repetitions are interleaved (round-robin over the
+  optimizers, ``--steps`` calls each per round) so that a noisy machine slows
+  every optimizer alike;
+* ``state/adamw``: the state's bytes divided by adamw's;
+* ``compile s``: lowering + compilation time of the step;
+* ``min R+W``: the minimal number of full-size array reads + writes that one
+  step needs (analytic, :data:`MIN_PASSES`), next to adamw's 7 (read
+  ``g, m, v, x``, write ``m, v, x``);
+* ``XLA bytes/P``: the ``bytes accessed`` of XLA's ``cost_analysis()`` of the
+  compiled step divided by the param bytes (XLA's own count of the traffic);
+* the target step ratio of the issue and whether it is met (together with the
+  state target, ``state/adamw ≤ 1.01``).
+
+It also times ``spherax.diagnostics.track_dynamics`` around ``rv_adamw``
+(ratio to the bare ``rv_adamw``). Uses only the public API.
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import spherax
+
+# name -> (factory, target ratio to adamw's step time or None).
+OPTIMIZERS = {
+    "adamw": (lambda: optax.adamw(1e-3, weight_decay=1e-2), None),
+    "adams": (lambda: spherax.adams(1e-3, weight_decay=5e-4), 1.3),
+    "adamsrt": (lambda: spherax.adamsrt(1e-3, weight_decay=5e-4), 1.3),
+    "adamsrt_parallel": (
+        lambda: spherax.adamsrt(1e-3, weight_decay=5e-4, transport="parallel"), 1.3),
+    "sgdmrt": (lambda: spherax.sgdmrt(0.1, momentum=0.9, weight_decay=1e-4), 1.3),
+    "adamg": (lambda: spherax.adamg(1e-2, weight_decay=5e-4), 1.3),
+    "sgdg": (lambda: spherax.sgdg(0.1, momentum=0.9), None),
+    "adagradg": (
+        lambda: spherax.adagradg(0.7, decay=0.99996, initial_accumulator_value=1.0), None),
+    "nero": (lambda: spherax.nero(1e-2), 1.3),
+    "adamp": (lambda: spherax.adamp(1e-3, weight_decay=1e-2), 1.5),
+    "sgdp": (lambda: spherax.sgdp(0.1, momentum=0.9, weight_decay=1e-4), 1.5),
+    "rv_adamw": (lambda: spherax.rv_adamw(1e-3, weight_decay=1e-2), 1.5),
+    "rv_sgdm": (lambda: spherax.rv_sgdm(0.1, momentum=0.9, weight_decay=1e-4), 1.5),
+    "rv_lion": (lambda: spherax.rv_lion(1e-4, weight_decay=1.0), 1.5),
+    "rv_adam_l2": (lambda: spherax.rv_adam_l2(1e-3, weight_decay=1e-3), 1.5),
+    "rotational(adam)": (
+        lambda: spherax.rotational(optax.scale_by_adam(), 1e-3, 0.01, weight_decay=1e-2), 1.5),
+    "rv_adamw+track_dynamics": (
+        lambda: spherax.diagnostics.track_dynamics(spherax.rv_adamw(1e-3, weight_decay=1e-2)),
+        None),
+}
+
+# Minimal full-size array reads + writes per step (a full-size array = one
+# params-sized tensor; per-group statistics are negligible). Group reductions
+# need one pass before the element-wise update pass; every dot product that a
+# later formula needs is expanded, so one reduction pass suffices.
+MIN_PASSES = {
+    "adamw": (7, "update pass: read g, m, v, x; write m, v, x"),
+    "adams": (7, "reduce Σ(g+λx)² (read g, x) + update (read g, x, m; write m, x); v per group"),
+    "adamsrt": (8, "one reduce pass over g, x, m gives Σ(g+λx)², ||x||², <x,m'>, ||m'||² "
+                "(<x,x'>, <m',x'>, ||x'||² in closed form) + update (read 3, write m, x)"),
+    "adamsrt_parallel": (8, "as adamsrt: <m',u'>, <u,u'> also follow from those reductions"),
+    "sgdmrt": (8, "reduce over g, x, buf (||x||², <x,b'>, ||b'||²) + update (read 3, write buf, x)"),
+    "adamg": (8, "reduce over g, x, m (<x,g>, ||g||², <m,h>, ||m||², ||x||²) + update (read 3, "
+              "write m, x); exp map and transport of m in closed form"),
+    "sgdg": (8, "as adamg with the momentum buffer"),
+    "adagradg": (5, "reduce over g, x (||g||², <x,g>, ||x||²) + update (read g, x; write x)"),
+    "nero": (5, "reduce over g, x (row sums and norms of g, x) + update (read g, x; write x)"),
+    "adamp": (11, "reduce over g, x, m, v (cosines and <Adam update, x> for both views) + "
+              "update (read g, m, v, x; write m, v, x)"),
+    "sgdp": (8, "reduce over g, x, buf + update (read 3, write buf, x)"),
+    "rv_adamw": (11, "reduce over g, m, v, x (<Δg,x>, ||Δg||², ΣΔg, Σx, ||x||² give ||Δ||² and "
+                 "||x'||²) + update (read g, m, v, x; write m, v, x)"),
+    "rv_sgdm": (8, "reduce over g, buf, x + update (read 3, write buf, x)"),
+    "rv_lion": (8, "reduce over g, m, x + update (read 3, write m, x)"),
+    "rv_adam_l2": (11, "as rv_adamw"),
+    "rotational(adam)": (11, "as rv_adamw"),
+    "rv_adamw+track_dynamics": (11, "as rv_adamw: the tracker's dot products fuse into the "
+                                "reduction pass; its output is per group"),
+}
+
+
+def resnet50_shapes(num_classes: int = 1000) -> dict:
+  """Parameter shapes of torchvision's ResNet-50 in Flax layout (output axis last)."""
+  shapes = {"conv1": {"kernel": (7, 7, 3, 64)}, "bn1": {"scale": (64,), "bias": (64,)}}
+  in_ch = 64
+  for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+    for b in range(blocks):
+      block = {}
+      for i, (k, cin, cout) in enumerate(
+          ((1, in_ch, width), (3, width, width), (1, width, 4 * width)), start=1):
+        block[f"conv{i}"] = {"kernel": (k, k, cin, cout)}
+        block[f"bn{i}"] = {"scale": (cout,), "bias": (cout,)}
+      if b == 0:
+        block["downsample_conv"] = {"kernel": (1, 1, in_ch, 4 * width)}
+        block["downsample_bn"] = {"scale": (4 * width,), "bias": (4 * width,)}
+      shapes[f"layer{stage + 1}_{b}"] = block
+      in_ch = 4 * width
+  shapes["fc"] = {"kernel": (in_ch, num_classes), "bias": (num_classes,)}
+  return shapes
+
+
+def _random_tree(shapes: dict, seed: int, scale: float) -> dict:
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda s: jnp.asarray(scale * rng.standard_normal(s, dtype=np.float32)),
+      shapes,
+      is_leaf=lambda s: isinstance(s, tuple),
+  )
+
+
+def _nbytes(tree) -> int:
+  return sum(leaf.size * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree))
+
+
+def _bytes_accessed(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get("bytes accessed", float("nan"))) if cost else float("nan")
+
+
+class _Bench:
+  """One optimizer's compiled donated step and its live params and state."""
+
+  def __init__(self, opt, params, grads):
+    def step(p, s, g):
+      updates, s = opt.update(g, s, p)
+      return optax.apply_updates(p, updates), s
+
+    self.params = jax.tree.map(jnp.copy, params)
+    self.state = opt.init(self.params)
+    self.state_bytes = _nbytes(self.state)
+    start = time.perf_counter()
+    self.compiled = (
+        jax.jit(step, donate_argnums=(0, 1)).lower(self.params, self.state, grads).compile()
+    )
+    self.compile_s = time.perf_counter() - start
+    self.bytes_accessed = _bytes_accessed(self.compiled)
+    self.grads = grads
+    self.times = []
+    self.run(1, record=False)  # warm-up
+
+  def run(self, steps: int, record: bool = True) -> None:
+    for _ in range(steps):
+      start = time.perf_counter()
+      self.params, self.state = self.compiled(self.params, self.state, self.grads)
+      jax.block_until_ready((self.params, self.state))
+      if record:
+        self.times.append(time.perf_counter() - start)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--steps", type=int, default=3, help="calls per optimizer per round")
+  parser.add_argument("--only", nargs="*", default=None, help="optimizer names (adamw always)")
+  args = parser.parse_args(argv)
+
+  names = list(OPTIMIZERS)
+  if args.only:
+    unknown = set(args.only) - set(names)
+    if unknown:
+      parser.error(f"unknown optimizers {sorted(unknown)}; choose from {names}")
+    names = ["adamw"] + [n for n in names if n in args.only and n != "adamw"]
+
+  shapes = resnet50_shapes()
+  params = _random_tree(shapes, 0, 0.05)
+  grads = _random_tree(shapes, 1, 1e-3)
+  param_bytes = _nbytes(params)
+  num_params = sum(leaf.size for leaf in jax.tree.leaves(params))
+  print(f"ResNet-50 pytree: {num_params / 1e6:.2f}M params, {len(jax.tree.leaves(params))} "
+        f"leaves, {param_bytes / 2**20:.1f} MiB; backend {jax.default_backend()}, "
+        f"{jax.device_count()} device(s)", flush=True)
+
+  benches = {}
+  for name in names:
+    benches[name] = _Bench(OPTIMIZERS[name][0](), params, grads)
+    print(f"  compiled {name} in {benches[name].compile_s:.1f} s", flush=True)
+  for _ in range(args.rounds):
+    for name in names:
+      benches[name].run(args.steps)
+
+  base = benches["adamw"]
+  base_time = statistics.median(base.times)
+  print()
+  print("| optimizer | step ms | step/adamw | target | met | state/adamw | compile s "
+        "| min R+W (adamw 7) | XLA bytes/P |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for name in names:
+    b = benches[name]
+    median = statistics.median(b.times)
+    ratio = median / base_time
+    target = OPTIMIZERS[name][1]
+    state_ratio = b.state_bytes / base.state_bytes
+    met = "" if target is None else (
+        "yes" if ratio <= target and state_ratio <= 1.01 else "NO")
+    passes = MIN_PASSES[name][0]
+    print(f"| {name} | {1e3 * median:.1f} | {ratio:.2f} | "
+          f"{'' if target is None else f'≤ {target}'} | {met} | {state_ratio:.4f} | "
+          f"{b.compile_s:.1f} | {passes} ({passes / 7:.2f}×) | "
+          f"{b.bytes_accessed / param_bytes:.1f} |")
+  if "rv_adamw" in benches and "rv_adamw+track_dynamics" in benches:
+    overhead = (statistics.median(benches["rv_adamw+track_dynamics"].times)
+                / statistics.median(benches["rv_adamw"].times))
+    print(f"\ntrack_dynamics overhead around rv_adamw: {overhead:.2f}×")
+  print("\nMinimal reads+writes (full-size arrays per step):")
+  for name in names:
+    print(f"- {name}: {MIN_PASSES[name][0]} — {MIN_PASSES[name][1]}")
+
+
+if __name__ == "__main__":
+  main()
