@@ -1,0 +1,60 @@
+"""Executes every notebook in this folder in place and stores its outputs.
+
+Usage (from anywhere)::
+
+  python notebooks/build.py                 # all notebooks
+  python notebooks/build.py 02_spherical_perspective.ipynb
+
+Each notebook runs offline in a fresh ``python3`` kernel whose working directory
+is ``notebooks/``, under a wall-clock budget of :data:`TIMEOUT_S` seconds for the
+whole notebook; a cell error or an exhausted budget raises. The executed
+notebook (with its figures) is written back to the same file.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+
+import nbclient
+import nbformat
+
+HERE = pathlib.Path(__file__).resolve().parent
+TIMEOUT_S = 180
+NOTEBOOKS = sorted(p.name for p in HERE.glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute(name: str, *, timeout: float = TIMEOUT_S, write: bool = True) -> float:
+  """Runs notebook ``name`` top to bottom; returns its wall-clock seconds.
+
+  Raises ``nbclient.exceptions.CellExecutionError`` on a failing cell and
+  ``nbclient.exceptions.CellTimeoutError`` when the notebook as a whole runs
+  past ``timeout`` seconds.
+  """
+  path = HERE / name
+  nb = nbformat.read(path, as_version=4)
+  start = time.monotonic()
+
+  def remaining(cell) -> int:
+    del cell
+    return max(1, int(timeout - (time.monotonic() - start)))
+
+  client = nbclient.NotebookClient(
+      nb, timeout_func=remaining, kernel_name="python3",
+      resources={"metadata": {"path": str(HERE)}},
+  )
+  client.execute()
+  elapsed = time.monotonic() - start
+  if write:
+    nbformat.write(nb, path)
+  return elapsed
+
+
+def main(argv: list[str]) -> None:
+  for name in argv or NOTEBOOKS:
+    print(f"{name}: {execute(pathlib.Path(name).name):.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

@@ -1,0 +1,27 @@
+"""Every notebook executes offline without error within its time budget."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+_BUILD = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "build.py"
+_spec = importlib.util.spec_from_file_location("notebooks_build", _BUILD)
+build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build)
+
+
+def test_all_four_notebooks_present():
+  assert build.NOTEBOOKS == [
+      "01_quickstart.ipynb",
+      "02_spherical_perspective.ipynb",
+      "03_spherical_motion_dynamics.ipynb",
+      "04_rotational_equilibrium.ipynb",
+  ]
+
+
+@pytest.mark.parametrize("name", build.NOTEBOOKS)
+def test_notebook_executes(name):
+  # Raises on any cell error or when the notebook runs past build.TIMEOUT_S.
+  seconds = build.execute(name, timeout=build.TIMEOUT_S, write=False)
+  assert 0 < seconds <= build.TIMEOUT_S
