@@ -50,6 +50,7 @@ from experiments import optimizers
 
 __all__ = [
     "CONV_GROUPS",
+    "build_optimizer",
     "conv_layouts",
     "evaluate",
     "make_mesh",
@@ -297,7 +298,9 @@ def _build_dataset(config):
   )
 
 
-def _optimizer(config, steps_per_epoch: int):
+def build_optimizer(config, steps_per_epoch: int):
+  """``(tx, schedule, hparams)`` of a run config: the optimizer named by
+  ``config.method`` on the config's schedule, with ``config.groups``."""
   sched = optimizers.schedule(
       config.schedule.kind,
       learning_rate=config.learning_rate,
@@ -372,7 +375,7 @@ def train(
     raise ValueError(
         f"batch size {config.batch_size} must be a multiple of the {mesh.size} devices"
     )
-  tx, sched, predict_hparams = _optimizer(config, steps_per_epoch)
+  tx, sched, predict_hparams = build_optimizer(config, steps_per_epoch)
 
   model.eval()
   eval_graphdef = nnx.split(model, nnx.Param, ...)[0]

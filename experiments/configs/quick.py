@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from experiments.configs import base
 
-EPOCHS = 12
+EPOCHS = 8
 METHODS = (
     "adam",
     "adamw_dagger",
@@ -28,14 +28,14 @@ METHODS = (
 _ADAM = dict(b1=0.9, b2=0.99)
 SETTINGS = {
     "adam": (3e-3, dict(_ADAM, weight_decay=5e-4)),
-    "adamw_dagger": (3e-3, dict(_ADAM, weight_decay=1e-2)),
+    "adamw_dagger": (3e-3, dict(_ADAM, weight_decay=0.5)),
     "adamg_dagger": (3e-2, dict(_ADAM, adam_weight_decay=5e-4)),
     "adams": (3e-3, dict(_ADAM, weight_decay=5e-4)),
     "adam_wo_ab": (3e-3, dict(_ADAM, weight_decay=5e-4)),
     "adamsrt": (3e-3, dict(_ADAM, weight_decay=5e-4)),
-    "sgdm": (0.1, dict(momentum=0.9, weight_decay=5e-4)),
-    "rv_adamw": (3e-3, dict(weight_decay=1e-2)),
-    "rv_sgdm": (0.1, dict(momentum=0.9, weight_decay=5e-4)),
+    "sgdm": (0.1, dict(momentum=0.9, weight_decay=5e-3)),
+    "rv_adamw": (0.05, dict(weight_decay=1e-2)),
+    "rv_sgdm": (0.1, dict(momentum=0.9, weight_decay=5e-3)),
 }
 
 
@@ -68,4 +68,6 @@ def config(method: str, *, seed: int = 0, workdir: str = "runs/quick", epochs: i
 
 def runs(quick: bool = False) -> list:
   """The nine runs (``quick``: 2 epochs each)."""
-  return [config(m, epochs=2 if quick else EPOCHS) for m in METHODS]
+  if quick:
+    return [config(m, epochs=2, workdir="runs/quick-short") for m in METHODS]
+  return [config(m) for m in METHODS]
