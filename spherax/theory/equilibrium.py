@@ -176,9 +176,11 @@ def norm_lion(learning_rate, weight_decay, group_size, b1=0.9, b2=0.99):
 
 
 def sqnorm_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm):
-  """``y = ||ω̂||²`` for Adam+L2: the real root of ``4λ²y³ − Cη²λ²y² − Cη²E||g̃||² = 0``.
+  """``y = ||ω̂||²`` for Adam+L2: the real root of a cubic (seed 004 App. I.2).
 
-  Seed 004 App. I.2. With ``p = Cη²/4`` and ``q = Cη²E||g̃||²/(4λ²)`` the cubic is
+  ``4λ²y³ − Cη²λ²y² − Cη²E||g̃||² = 0``.
+
+  With ``p = Cη²/4`` and ``q = Cη²E||g̃||²/(4λ²)`` the cubic is
   ``y³ − p y² − q = 0``; for ``q > 0`` its discriminant is positive, so it has one
   real root, given by Cardano's formula in a cancellation-free form:
   ``y = p/3 + w + p²/(9w)``, ``w = cbrt(p³/27 + q/2 + sqrt(q²/4 + p³q/27))``.
@@ -209,10 +211,11 @@ def norm_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm):
 
 
 def rms_update_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm, b1=0.9):
-  """``η̂_g² = η² C (1−β1)/(1+β1) · E||g̃||² / (E||g̃||² + λ²||ω̂||⁴)`` for Adam+L2.
+  """RMS update of Adam+L2 (seed 004 App. I.2).
 
-  Seed 004 App. I.2: the share of the normalized update that comes from the
-  gradient rather than the L2 term, at the equilibrium norm.
+  ``η̂_g² = η² C (1−β1)/(1+β1) · E||g̃||² / (E||g̃||² + λ²||ω̂||⁴)``: the AdamW size
+  times the share of the normalized update that comes from the gradient rather
+  than the L2 term, at the equilibrium norm.
 
   >>> round(float(rms_update_adam_l2(1e-3, 1e-3, 128, 1e6, b1=0.0)), 6)
   0.011314

@@ -14,7 +14,8 @@ After the learning rate is divided by ``k`` the new equilibrium needs at least
 ``log(k)(1−α)/(4λη)`` steps (Corollary 3.1); dividing every scale-invariant
 group's norm by ``k^{1/4}`` at the drop reaches it at once.
 
-Names follow ``<quantity>_<optimizer>`` (``sgd`` or ``sgdm``). All functions are pure ``jax.numpy`` arithmetic (floats or arrays, jit-able).
+Names follow ``<quantity>_<optimizer>`` (``sgd`` or ``sgdm``). All functions are pure
+``jax.numpy`` arithmetic (floats or arrays, jit-able).
 
 Example:
 
@@ -132,8 +133,9 @@ def steps_to_reequilibrate(k, learning_rate, weight_decay, momentum=0.0):
 
   Seed 002 Corollary 3.1: ``log(k)(1−α)/(4λη)`` (``momentum=0`` for SGD). Its
   proof bounds the shrinking of ``||w||²`` per step by ``(1 − 2λη)`` (SGD), so
-  ``learning_rate`` is the rate in effect *after* the drop; ``||w||²`` has to shrink by ``sqrt(k)``. Returned as a
-  real number (take the ceiling for a step count).
+  ``learning_rate`` is the rate in effect *after* the drop; ``||w||²`` has to
+  shrink by ``sqrt(k)``. Returned as a real number (take the ceiling for a step
+  count).
 
   >>> round(float(steps_to_reequilibrate(10.0, 0.01, 1e-3)), 2)
   57564.63

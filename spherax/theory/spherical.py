@@ -171,7 +171,9 @@ def effective_lr_sgdm(learning_rate, radius, c_dot_u):
 
 
 def effective_lr_adam(learning_rate, radius, nu, c_dot_u):
-  """Adam (seed 000 Table 1): ``η^e = η/(rν) · (1 − η<c, u>/(rν))^{-1}``, ``ν = r d^{-1/2}||b||``.
+  """Adam (seed 000 Table 1): ``η^e = η/(rν) · (1 − η<c, u>/(rν))^{-1}``.
+
+  ``ν = r d^{-1/2}||b||``.
 
   >>> float(effective_lr_adam(0.1, 1.0, 2.0, 0.0))
   0.05

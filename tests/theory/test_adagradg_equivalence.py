@@ -76,7 +76,8 @@ def _train(opt, params, batches, loss):
 
 
 def _raw_filters(p):
-  return [np.asarray(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(p)[0] if _is_filter(path)]
+  leaves = jax.tree_util.tree_flatten_with_path(p)[0]
+  return [np.asarray(leaf) for path, leaf in leaves if _is_filter(path)]
 
 
 def _filters(p):

@@ -14,7 +14,12 @@ from spherax.theory import equilibrium as eq
 
 @pytest.mark.parametrize(
     "eta, lam, c, g",
-    [(1e-3, 1e-3, 128, 1e-4), (1e-3, 5e-4, 64, 1e-2), (0.1, 1.0, 9, 3.0), (1e-2, 1e-4, 1000, 1e-8)],
+    [
+        (1e-3, 1e-3, 128, 1e-4),
+        (1e-3, 5e-4, 64, 1e-2),
+        (0.1, 1.0, 9, 3.0),
+        (1e-2, 1e-4, 1000, 1e-8),
+    ],
 )
 def test_adam_l2_norm_is_the_real_root_of_the_cubic(eta, lam, c, g):
   with jax.enable_x64(True):
@@ -29,7 +34,9 @@ def test_adam_l2_norm_is_the_real_root_of_the_cubic(eta, lam, c, g):
 def test_adam_l2_limits():
   eta, lam, c = 1e-3, 1e-3, 128
   # No gradient: the L2 term alone, y = Cη²/4.
-  np.testing.assert_allclose(float(eq.norm_adam_l2(eta, lam, c, 0.0)), math.sqrt(c) * eta / 2, rtol=1e-6)
+  np.testing.assert_allclose(
+      float(eq.norm_adam_l2(eta, lam, c, 0.0)), math.sqrt(c) * eta / 2, rtol=1e-6
+  )
   # Gradient-dominated: y ≈ (Cη²E||g̃||²/(4λ²))^{1/3} and the AdamW update size.
   with jax.enable_x64(True):
     g = 1e6
@@ -77,10 +84,11 @@ def test_angular_update_is_rms_update_over_norm():
 def test_closed_forms_against_numpy():
   eta, lam, c, b1, b2 = 5e-4, 1.0, 16, 0.9, 0.99
   f = (1 - b1) ** 2 + b1**2 * (1 - b2) / (1 + b2)
-  np.testing.assert_allclose(float(eq.angular_update_lion(eta, lam, b1, b2)), math.sqrt(math.pi * eta * lam * f), rtol=1e-6)
-  np.testing.assert_allclose(float(eq.norm_lion(eta, lam, c, b1, b2)), math.sqrt(eta * c / (math.pi * lam) / f), rtol=1e-6)
-  np.testing.assert_allclose(float(eq.rms_update_adamw(eta, c, b1)), eta * math.sqrt(c * 0.1 / 1.9), rtol=1e-6)
-  np.testing.assert_allclose(float(eq.norm_sgdm(0.1, 1e-3, 2.0, 0.9)), (0.1 * 2.0 / (2e-3 * 0.1)) ** 0.25, rtol=1e-6)
+  close = lambda got, want: np.testing.assert_allclose(float(got), want, rtol=1e-6)
+  close(eq.angular_update_lion(eta, lam, b1, b2), math.sqrt(math.pi * eta * lam * f))
+  close(eq.norm_lion(eta, lam, c, b1, b2), math.sqrt(eta * c / (math.pi * lam) / f))
+  close(eq.rms_update_adamw(eta, c, b1), eta * math.sqrt(c * 0.1 / 1.9))
+  close(eq.norm_sgdm(0.1, 1e-3, 2.0, 0.9), (0.1 * 2.0 / (2e-3 * 0.1)) ** 0.25)
 
 
 def test_traced_hyperparameters_and_broadcasting():

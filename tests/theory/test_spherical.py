@@ -74,7 +74,8 @@ def test_theorem_2_predicts_the_step_exactly(name):
     np.testing.assert_allclose(np.asarray(step.radius_ratio)[0], ratio, rtol=1e-6)
     turn = np.asarray(step.effective_lr) * np.linalg.norm(np.asarray(step.direction), axis=0)
     u0 = np.asarray(x_prev) / np.linalg.norm(np.asarray(x_prev), axis=0)
-    predicted_u1 = (u0 - np.asarray(step.effective_lr) * np.asarray(step.direction)) / np.sqrt(1 + turn**2)
+    eta_e, c_perp = np.asarray(step.effective_lr), np.asarray(step.direction)
+    predicted_u1 = (u0 - eta_e * c_perp) / np.sqrt(1 + turn**2)
     np.testing.assert_allclose(predicted_u1, u1, rtol=1e-6, atol=1e-12)
 
     # Table 1: the special-case effective learning rates equal the generic one.
@@ -123,7 +124,8 @@ def test_hypotheses_fail_for_oversized_steps():
 def test_zero_group_is_finite():
   x = jnp.zeros((3, 2)).at[:, 1].set(1.0)
   layout = groups.per_output().layout(x.shape)
-  s = spherical.spherical_step(x, jnp.ones((3, 2)), jnp.zeros((3, 2)).at[:, 1].set(1.0), 0.1, layout=layout)
+  b = jnp.zeros((3, 2)).at[:, 1].set(1.0)
+  s = spherical.spherical_step(x, jnp.ones((3, 2)), b, 0.1, layout=layout)
   for field in s:
     assert bool(jnp.isfinite(field).all())
 
