@@ -37,10 +37,13 @@ class RandomWalk(NamedTuple):
     norms: ``(steps, K)``, ``||w_i||`` after each step.
     angles: ``(steps, K)``, the angle in radians between ``w_i`` before and after
       each step.
+    unit_grad_norms: ``(steps, K)``, ``||g̃_i|| = ||∇w_i L|| · ||w_i||``, the
+      gradient norm at unit weight norm, before each step.
   """
 
   norms: jax.Array
   angles: jax.Array
+  unit_grad_norms: jax.Array
 
 
 def _forward(kernel, x, gamma_in, gamma_out, eps):
@@ -119,12 +122,13 @@ def _random_walk(optimizer, steps, key, batch, channels, features, eps):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     old, new = params["kernel"], new_params["kernel"]
-    record = (jnp.linalg.norm(new, axis=0), _row_angles(old, new))
+    unit_grad = jnp.linalg.norm(grads["kernel"], axis=0) * jnp.linalg.norm(old, axis=0)
+    record = (jnp.linalg.norm(new, axis=0), _row_angles(old, new), unit_grad)
     return (new_params, opt_state), record
 
   init = (params, optimizer.init(params))
-  _, (norms, angles) = jax.lax.scan(step, init, jax.random.split(k_steps, steps))
-  return RandomWalk(norms=norms, angles=angles)
+  _, records = jax.lax.scan(step, init, jax.random.split(k_steps, steps))
+  return RandomWalk(*records)
 
 
 @jax.jit
