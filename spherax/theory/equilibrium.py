@@ -37,6 +37,7 @@ import math
 import jax.numpy as jnp
 
 from spherax.theory import smd
+from spherax.theory.smd import _as_floats
 
 __all__ = [
     "rms_update_sgdm",
@@ -56,10 +57,6 @@ __all__ = [
 ]
 
 
-def _f(x):
-  return jnp.asarray(x, dtype=jnp.result_type(float, x))
-
-
 # --- SGDM (L2 weight decay, heavy-ball buffer v ← αv + g + λw, w ← w − ηv) ---
 
 
@@ -71,8 +68,10 @@ def rms_update_sgdm(learning_rate, grad_sqnorm, momentum=0.9):
   >>> round(float(rms_update_sgdm(0.1, 1.0, momentum=0.0)), 6)
   0.1
   """
-  alpha = _f(momentum)
-  return _f(learning_rate) * jnp.sqrt(_f(grad_sqnorm) / (1 - alpha**2))
+  eta, g, alpha = _as_floats(
+      "rms_update_sgdm", learning_rate=learning_rate, grad_sqnorm=grad_sqnorm, momentum=momentum
+  )
+  return eta * jnp.sqrt(g / (1 - alpha**2))
 
 
 def angular_update_sgdm(learning_rate, weight_decay, momentum=0.9):
@@ -95,8 +94,14 @@ def norm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum=0.9):
   >>> round(float(norm_sgdm(0.1, 5e-4, 1.0, momentum=0.0)), 6)
   3.162278
   """
-  eta, lam, alpha = _f(learning_rate), _f(weight_decay), _f(momentum)
-  return (eta * _f(unit_grad_sqnorm) / (2 * lam * (1 - alpha))) ** 0.25
+  eta, lam, g, alpha = _as_floats(
+      "norm_sgdm",
+      learning_rate=learning_rate,
+      weight_decay=weight_decay,
+      unit_grad_sqnorm=unit_grad_sqnorm,
+      momentum=momentum,
+  )
+  return (eta * g / (2 * lam * (1 - alpha))) ** 0.25
 
 
 # --- AdamW (decoupled weight decay x ← x − ηλx) ---
@@ -108,8 +113,10 @@ def rms_update_adamw(learning_rate, group_size, b1=0.9):
   >>> round(float(rms_update_adamw(1e-3, 128, b1=0.0)), 6)
   0.011314
   """
-  beta = _f(b1)
-  return _f(learning_rate) * jnp.sqrt(_f(group_size) * (1 - beta) / (1 + beta))
+  eta, c, beta = _as_floats(
+      "rms_update_adamw", learning_rate=learning_rate, group_size=group_size, b1=b1
+  )
+  return eta * jnp.sqrt(c * (1 - beta) / (1 + beta))
 
 
 def angular_update_adamw(learning_rate, weight_decay, b1=0.9):
@@ -118,8 +125,10 @@ def angular_update_adamw(learning_rate, weight_decay, b1=0.9):
   >>> round(float(angular_update_adamw(1e-3, 0.1, b1=0.0)), 6)
   0.014142
   """
-  beta = _f(b1)
-  return jnp.sqrt(2 * _f(learning_rate) * _f(weight_decay) * (1 - beta) / (1 + beta))
+  eta, lam, beta = _as_floats(
+      "angular_update_adamw", learning_rate=learning_rate, weight_decay=weight_decay, b1=b1
+  )
+  return jnp.sqrt(2 * eta * lam * (1 - beta) / (1 + beta))
 
 
 def norm_adamw(learning_rate, weight_decay, group_size):
@@ -128,7 +137,10 @@ def norm_adamw(learning_rate, weight_decay, group_size):
   >>> round(float(norm_adamw(5e-2, 1e-2, 16)), 6)
   6.324555
   """
-  return jnp.sqrt(_f(learning_rate) * _f(group_size) / (2 * _f(weight_decay)))
+  eta, lam, c = _as_floats(
+      "norm_adamw", learning_rate=learning_rate, weight_decay=weight_decay, group_size=group_size
+  )
+  return jnp.sqrt(eta * c / (2 * lam))
 
 
 # --- Lion (sign update, decoupled weight decay) ---
@@ -140,7 +152,7 @@ def lion_factor(b1=0.9, b2=0.99):
   >>> round(float(lion_factor(0.9, 0.99)), 6)
   0.014070
   """
-  beta1, beta2 = _f(b1), _f(b2)
+  beta1, beta2 = _as_floats("lion_factor", b1=b1, b2=b2)
   return (1 - beta1) ** 2 + beta1**2 * (1 - beta2) / (1 + beta2)
 
 
@@ -150,7 +162,8 @@ def rms_update_lion(learning_rate, group_size):
   >>> round(float(rms_update_lion(1e-4, 100)), 6)
   0.001
   """
-  return _f(learning_rate) * jnp.sqrt(_f(group_size))
+  eta, c = _as_floats("rms_update_lion", learning_rate=learning_rate, group_size=group_size)
+  return eta * jnp.sqrt(c)
 
 
 def angular_update_lion(learning_rate, weight_decay, b1=0.9, b2=0.99):
@@ -159,7 +172,10 @@ def angular_update_lion(learning_rate, weight_decay, b1=0.9, b2=0.99):
   >>> round(float(angular_update_lion(5e-4, 1.0)), 6)
   0.004701
   """
-  return jnp.sqrt(math.pi * _f(learning_rate) * _f(weight_decay) * lion_factor(b1, b2))
+  eta, lam = _as_floats(
+      "angular_update_lion", learning_rate=learning_rate, weight_decay=weight_decay
+  )
+  return jnp.sqrt(math.pi * eta * lam * lion_factor(b1, b2))
 
 
 def norm_lion(learning_rate, weight_decay, group_size, b1=0.9, b2=0.99):
@@ -168,7 +184,10 @@ def norm_lion(learning_rate, weight_decay, group_size, b1=0.9, b2=0.99):
   >>> round(float(norm_lion(5e-4, 1.0, 16)), 6)
   0.42542
   """
-  base = _f(learning_rate) * _f(group_size) / (math.pi * _f(weight_decay))
+  eta, lam, c = _as_floats(
+      "norm_lion", learning_rate=learning_rate, weight_decay=weight_decay, group_size=group_size
+  )
+  base = eta * c / (math.pi * lam)
   return jnp.sqrt(base / lion_factor(b1, b2))
 
 
@@ -190,8 +209,13 @@ def sqnorm_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm):
   >>> abs(float(4 * lam**2 * y**3 - c * eta**2 * lam**2 * y**2 - c * eta**2 * g)) < 1e-12
   True
   """
-  eta, lam = _f(learning_rate), _f(weight_decay)
-  c, g = _f(group_size), _f(unit_grad_sqnorm)
+  eta, lam, c, g = _as_floats(
+      "sqnorm_adam_l2",
+      learning_rate=learning_rate,
+      weight_decay=weight_decay,
+      group_size=group_size,
+      unit_grad_sqnorm=unit_grad_sqnorm,
+  )
   p = c * eta**2 / 4
   q = c * eta**2 * g / (4 * lam**2)
   w = jnp.cbrt(p**3 / 27 + q / 2 + jnp.sqrt(q**2 / 4 + p**3 * q / 27))
@@ -220,9 +244,11 @@ def rms_update_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm
   >>> round(float(rms_update_adam_l2(1e-3, 1e-3, 128, 1e6, b1=0.0)), 6)
   0.011314
   """
-  g = _f(unit_grad_sqnorm)
-  y = sqnorm_adam_l2(learning_rate, weight_decay, group_size, g)
-  share = g / (g + _f(weight_decay) ** 2 * y**2)
+  y = sqnorm_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm)
+  lam, g = _as_floats(
+      "rms_update_adam_l2", weight_decay=weight_decay, unit_grad_sqnorm=unit_grad_sqnorm
+  )
+  share = g / (g + lam**2 * y**2)
   return rms_update_adamw(learning_rate, group_size, b1) * jnp.sqrt(share)
 
 

@@ -44,8 +44,29 @@ __all__ = [
 ]
 
 
-def _f(x):
-  return jnp.asarray(x, dtype=jnp.result_type(float, x))
+_RULES = {
+    "learning_rate": (lambda v: v > 0, "> 0"),
+    "weight_decay": (lambda v: v > 0, "> 0 (no equilibrium without weight decay)"),
+    "group_size": (lambda v: v > 0, "> 0"),
+    "grad_sqnorm": (lambda v: v >= 0, ">= 0"),
+    "unit_grad_sqnorm": (lambda v: v >= 0, ">= 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "b1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "b2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "k": (lambda v: v > 0, "> 0"),
+}
+
+
+def _as_floats(who, **values):
+  """Validates Python-number arguments (traced ones pass) and returns float arrays."""
+  out = []
+  for name, value in values.items():
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      ok, rule = _RULES[name]
+      if not ok(value):
+        raise ValueError(f"spherax.theory.{who}: {name} must be {rule}, got {value!r}")
+    out.append(jnp.asarray(value, dtype=jnp.result_type(float, value)))
+  return out
 
 
 def sqnorm_sgd(learning_rate, weight_decay, unit_grad_sqnorm):
@@ -56,7 +77,13 @@ def sqnorm_sgd(learning_rate, weight_decay, unit_grad_sqnorm):
   >>> round(float(sqnorm_sgd(0.1, 1e-3, 1.0)), 4)
   7.0711
   """
-  return jnp.sqrt(_f(unit_grad_sqnorm) * _f(learning_rate) / (2 * _f(weight_decay)))
+  eta, lam, g = _as_floats(
+      "sqnorm_sgd",
+      learning_rate=learning_rate,
+      weight_decay=weight_decay,
+      unit_grad_sqnorm=unit_grad_sqnorm,
+  )
+  return jnp.sqrt(g * eta / (2 * lam))
 
 
 def norm_sgd(learning_rate, weight_decay, unit_grad_sqnorm):
@@ -74,7 +101,10 @@ def angular_update_sgd(learning_rate, weight_decay):
   >>> round(float(angular_update_sgd(0.1, 1e-3)), 6)
   0.014142
   """
-  return jnp.sqrt(2 * _f(weight_decay) * _f(learning_rate))
+  eta, lam = _as_floats(
+      "angular_update_sgd", learning_rate=learning_rate, weight_decay=weight_decay
+  )
+  return jnp.sqrt(2 * lam * eta)
 
 
 def approach_rate_sgd(learning_rate, weight_decay):
@@ -83,7 +113,10 @@ def approach_rate_sgd(learning_rate, weight_decay):
   >>> round(float(approach_rate_sgd(0.1, 1e-3)), 6)
   0.9996
   """
-  return 1 - 4 * _f(weight_decay) * _f(learning_rate)
+  eta, lam = _as_floats(
+      "approach_rate_sgd", learning_rate=learning_rate, weight_decay=weight_decay
+  )
+  return 1 - 4 * lam * eta
 
 
 def sqnorm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum=0.9):
@@ -95,9 +128,15 @@ def sqnorm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum=0.9):
   >>> round(float(sqnorm_sgdm(0.1, 1e-3, 1.0, momentum=0.9)), 4)
   22.36
   """
-  eta, lam, alpha = _f(learning_rate), _f(weight_decay), _f(momentum)
+  eta, lam, g, alpha = _as_floats(
+      "sqnorm_sgdm",
+      learning_rate=learning_rate,
+      weight_decay=weight_decay,
+      unit_grad_sqnorm=unit_grad_sqnorm,
+      momentum=momentum,
+  )
   den = lam * (1 - alpha) * (2 - lam * eta / (1 + alpha))
-  return jnp.sqrt(_f(unit_grad_sqnorm) * eta / den)
+  return jnp.sqrt(g * eta / den)
 
 
 def norm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum=0.9):
@@ -115,7 +154,13 @@ def angular_update_sgdm(learning_rate, weight_decay, momentum=0.9):
   >>> round(float(angular_update_sgdm(0.1, 1e-3, momentum=0.0)), 6)
   0.014142
   """
-  return jnp.sqrt(2 * _f(weight_decay) * _f(learning_rate) / (1 + _f(momentum)))
+  eta, lam, alpha = _as_floats(
+      "angular_update_sgdm",
+      learning_rate=learning_rate,
+      weight_decay=weight_decay,
+      momentum=momentum,
+  )
+  return jnp.sqrt(2 * lam * eta / (1 + alpha))
 
 
 def approach_rate_sgdm(learning_rate, weight_decay, momentum=0.9):
@@ -124,7 +169,12 @@ def approach_rate_sgdm(learning_rate, weight_decay, momentum=0.9):
   >>> round(float(approach_rate_sgdm(0.1, 1e-3, momentum=0.9)), 6)
   0.996
   """
-  eta, lam, alpha = _f(learning_rate), _f(weight_decay), _f(momentum)
+  eta, lam, alpha = _as_floats(
+      "approach_rate_sgdm",
+      learning_rate=learning_rate,
+      weight_decay=weight_decay,
+      momentum=momentum,
+  )
   return 1 - 4 * lam * eta / (1 - alpha)
 
 
@@ -140,8 +190,14 @@ def steps_to_reequilibrate(k, learning_rate, weight_decay, momentum=0.0):
   >>> round(float(steps_to_reequilibrate(10.0, 0.01, 1e-3)), 2)
   57564.63
   """
-  eta, lam, alpha = _f(learning_rate), _f(weight_decay), _f(momentum)
-  return jnp.log(_f(k)) * (1 - alpha) / (4 * lam * eta)
+  k, eta, lam, alpha = _as_floats(
+      "steps_to_reequilibrate",
+      k=k,
+      learning_rate=learning_rate,
+      weight_decay=weight_decay,
+      momentum=momentum,
+  )
+  return jnp.log(k) * (1 - alpha) / (4 * lam * eta)
 
 
 def norm_rescale_factor(k):
@@ -153,4 +209,5 @@ def norm_rescale_factor(k):
   >>> float(norm_rescale_factor(16.0))
   0.5
   """
-  return _f(k) ** -0.25
+  (k,) = _as_floats("norm_rescale_factor", k=k)
+  return k**-0.25

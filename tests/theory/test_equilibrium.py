@@ -106,3 +106,25 @@ def test_lion_random_walk_rotates_at_the_predicted_rate():
   np.testing.assert_allclose(angles.mean(), float(eq.angular_update_lion(eta, lam)), rtol=0.05)
   norms = np.asarray(walk.norms[4000:], np.float64)
   np.testing.assert_allclose(norms.mean(), float(eq.norm_lion(eta, lam, 128)), rtol=0.05)
+
+
+@pytest.mark.parametrize(
+    "fn, args, name",
+    [
+        (eq.norm_adamw, (1e-3, 0.0, 128), "weight_decay"),
+        (eq.angular_update_adamw, (1e-3, 0.1, 1.0), "b1"),
+        (eq.norm_sgdm, (0.1, 1e-3, 1.0, 1.0), "momentum"),
+        (eq.norm_adam_l2, (1e-3, 1e-3, 128, -1.0), "unit_grad_sqnorm"),
+        (eq.rms_update_lion, (-1e-3, 128), "learning_rate"),
+        (eq.lion_factor, (0.9, 1.5), "b2"),
+    ],
+)
+def test_bad_python_numbers_raise(fn, args, name):
+  with pytest.raises(ValueError, match=name):
+    fn(*args)
+
+
+def test_traced_values_are_not_validated():
+  # Under jit a bad value cannot be checked; it must not raise at trace time.
+  out = jax.jit(eq.norm_adamw)(1e-3, 0.0, 128)
+  assert bool(jnp.isinf(out))

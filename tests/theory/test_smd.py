@@ -83,3 +83,12 @@ def test_angular_update_and_rescale_closed_forms():
   # η^{1/4} scaling of the equilibrium norm ⇒ the rescale factor.
   ratio = float(smd.norm_sgd(ETA / 16, LAM, L) / smd.norm_sgd(ETA, LAM, L))
   np.testing.assert_allclose(ratio, float(smd.norm_rescale_factor(16.0)), rtol=1e-6)
+
+
+def test_bad_python_numbers_raise():
+  with pytest.raises(ValueError, match="weight_decay"):
+    smd.norm_sgd(0.1, 0.0, 1.0)
+  with pytest.raises(ValueError, match="momentum"):
+    smd.approach_rate_sgdm(0.1, 1e-3, momentum=1.0)
+  with pytest.raises(ValueError, match="k"):
+    smd.steps_to_reequilibrate(0.0, 0.1, 1e-3)
