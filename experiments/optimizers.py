@@ -15,9 +15,10 @@ Conventions (REFERENCE §3, §5, §7):
   conv filters only (4-d kernels) and Adam with coupled L2 ``adam_weight_decay``
   elsewhere, through ``optax.partition``.
 
-:func:`predicted_angular_update` gives the equilibrium angular update per step of
-REFERENCE §5 (seed 004 Table 1; seed 002 Theorem 3) for the methods where it is
-defined, from the *scheduled* learning rate.
+:func:`predicted_angular_update` and :func:`predicted_weight_norm` give the
+equilibrium angular update per step and group norm of REFERENCE §5 (seed 004
+Table 1; seed 002 Theorem 3), computed by ``spherax.theory.equilibrium`` from the
+*scheduled* learning rate, for the methods where they are defined.
 
 Example:
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +47,7 @@ __all__ = [
     "build",
     "conv_filter_labels",
     "predicted_angular_update",
+    "predicted_weight_norm",
     "schedule",
 ]
 
@@ -111,18 +112,28 @@ def _lazy(name: str, **fixed) -> Callable[..., optax.GradientTransformation]:
   return factory
 
 
+def _theory():
+  return importlib.import_module("spherax.theory.equilibrium")
+
+
 def _sgdm_eq(lr, *, momentum=0.9, weight_decay=0.0, **_):
-  return jnp.sqrt(2 * lr * weight_decay / (1 + momentum))
+  return _theory().angular_update_sgdm(lr, weight_decay, momentum)
 
 
 def _adamw_eq(lr, *, b1=0.9, weight_decay=0.0, **_):
-  return jnp.sqrt(2 * lr * weight_decay * (1 - b1) / (1 + b1))
+  return _theory().angular_update_adamw(lr, weight_decay, b1)
 
 
 def _lion_eq(lr, *, b1=0.9, b2=0.99, weight_decay=0.0, **_):
-  return jnp.sqrt(math.pi * lr * weight_decay) * jnp.sqrt(
-      (1 - b1) ** 2 + b1**2 * (1 - b2) / (1 + b2)
-  )
+  return _theory().angular_update_lion(lr, weight_decay, b1, b2)
+
+
+def _adamw_norm(lr, group_size, *, weight_decay=0.0, **_):
+  return _theory().norm_adamw(lr, weight_decay, group_size)
+
+
+def _lion_norm(lr, group_size, *, b1=0.9, b2=0.99, weight_decay=0.0, **_):
+  return _theory().norm_lion(lr, weight_decay, group_size, b1, b2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +144,7 @@ class Method:
   equilibrium: Callable[..., Any] | None = None
   label: str = ""
   takes_groups: bool = False
+  equilibrium_norm: Callable[..., Any] | None = None
 
 
 METHODS: dict[str, Method] = {
@@ -140,9 +152,9 @@ METHODS: dict[str, Method] = {
     "sgd": Method(_sgd, label="SGD"),
     "sgdm": Method(_sgdm, _sgdm_eq, "SGD-M"),
     "adam": Method(_adam, label="Adam"),
-    "adamw": Method(optax.adamw, _adamw_eq, "AdamW"),
+    "adamw": Method(optax.adamw, _adamw_eq, "AdamW", equilibrium_norm=_adamw_norm),
     "adagrad": Method(_adagrad, label="AdaGrad"),
-    "lion": Method(optax.lion, _lion_eq, "Lion"),
+    "lion": Method(optax.lion, _lion_eq, "Lion", equilibrium_norm=_lion_norm),
     "lars": Method(optax.lars, label="LARS"),
     "lamb": Method(optax.lamb, label="LAMB"),
     # seed 001 variants
@@ -167,7 +179,9 @@ METHODS: dict[str, Method] = {
     "rv_lion": Method(_lazy("rv_lion"), _lion_eq, "RV-Lion", takes_groups=True),
     "rv_adam_l2": Method(_lazy("rv_adam_l2"), _adamw_eq, "Wrapped Adam+L2", takes_groups=True),
 }
-METHODS["adamw_dagger"] = Method(_dagger("adamw"), _adamw_eq, "AdamW†")
+METHODS["adamw_dagger"] = Method(
+    _dagger("adamw"), _adamw_eq, "AdamW†", equilibrium_norm=_adamw_norm
+)
 METHODS["adamg_dagger"] = Method(_dagger("adamg"), label="AdamG†", takes_groups=True)
 
 
@@ -196,14 +210,25 @@ def build(
 def predicted_angular_update(name: str, learning_rate, **hyperparameters):
   """Equilibrium angular update per step (radians) of REFERENCE §5, or ``None``.
 
-  SGD-M: ``sqrt(2ηλ/(1+α))``; AdamW (and RV-AdamW, wrapped Adam+L2):
-  ``sqrt(2ηλ(1−β1)/(1+β1))``; Lion: ``sqrt(πηλ)·sqrt((1−β1)² + β1²(1−β2)/(1+β2))``.
+  SGD-M (and RV-SGDM): ``sqrt(2ηλ/(1+α))``; AdamW (and RV-AdamW, wrapped Adam+L2):
+  ``sqrt(2ηλ(1−β1)/(1+β1))``; Lion (and RV-Lion):
+  ``sqrt(πηλ)·sqrt((1−β1)² + β1²(1−β2)/(1+β2))``.
   ``None`` for methods without a closed form (Adam+L2, the spherical variants).
   """
   method = _method(name)
   if method.equilibrium is None:
     return None
   return method.equilibrium(learning_rate, **hyperparameters)
+
+
+def predicted_weight_norm(name: str, learning_rate, group_size: int, **hyperparameters):
+  """Equilibrium group norm of REFERENCE §5 (AdamW ``sqrt(ηC/(2λ))``, Lion
+  ``sqrt(ηC/(πλ))·(...)^{-1/2}``) for a group of ``C = group_size`` elements, or
+  ``None`` (SGD-M's depends on the gradient norm; RV norms are frozen at init)."""
+  method = _method(name)
+  if method.equilibrium_norm is None:
+    return None
+  return method.equilibrium_norm(learning_rate, group_size, **hyperparameters)
 
 
 def schedule(

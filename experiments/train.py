@@ -14,8 +14,9 @@
   the mean angular update per step ``∠(x_t, x_{t+1}) = 2 asin(||u_t − u_{t+1}||/2)``
   (``u = x/||x||``, REFERENCE §5 ``η_r``) and the mean filter norm, measured
   in-loop from the parameters before and after the step; plus the predicted
-  equilibrium angular update of :func:`experiments.optimizers.predicted_angular_update`
-  where it is defined.
+  equilibrium angular update and per-layer filter norm
+  (:func:`experiments.optimizers.predicted_angular_update`,
+  :func:`experiments.optimizers.predicted_weight_norm`) where they are defined.
 * **Exact resume**: a checkpoint holds parameters, optimizer state, batch
   statistics and model RNG state, the step, and the data position (epoch, batch
   within the epoch); the data order of an epoch is a pure function of
@@ -383,6 +384,7 @@ def train(
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   layouts, paths = conv_layouts(params)
   layer_names = [p for p, l in zip(paths, layouts) if l is not None]
+  group_sizes = [l.group_size for l in layouts if l is not None]
   state = {
       "params": params,
       "rest": rest,
@@ -448,6 +450,14 @@ def train(
           )
           if predicted is not None:
             record["predicted_angular_update"] = float(predicted)
+          norms = {
+              name: optimizers.predicted_weight_norm(
+                  config.method, float(m["lr"]), size, **predict_hparams
+              )
+              for name, size in zip(layer_names, group_sizes)
+          }
+          if any(v is not None for v in norms.values()):
+            record["predicted_weight_norm"] = {k: float(v) for k, v in norms.items()}
           bar.set_postfix(loss=f"{record['loss']:.3f}")
           write(record)
         at_end_of_epoch = index + 1 == steps_per_epoch

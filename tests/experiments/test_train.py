@@ -78,7 +78,8 @@ def _config(workdir, **kw):
           workdir=str(workdir),
       )
   )
-  cfg.update(kw)
+  for key, value in kw.items():  # replace (ConfigDict.update would merge dicts)
+    cfg[key] = value
   return cfg
 
 
@@ -116,17 +117,29 @@ def test_resume_is_exact(tmp_path):
   assert summary["test_accuracy"] == ra[-1]["test_accuracy"]
 
 
-def test_logged_lr_and_prediction_follow_the_schedule(tmp_path):
-  data = TinyData()
-  train_lib.train(_config(tmp_path), model=TinyNet(), dataset=data)
+@pytest.mark.parametrize("method", ["sgdm", "adamw"])
+def test_logged_lr_and_predictions_follow_the_schedule(tmp_path, method):
+  hparams = dict(momentum=0.9, weight_decay=1e-3) if method == "sgdm" else dict(weight_decay=0.1)
+  train_lib.train(_config(tmp_path, method=method, hparams=hparams), model=TinyNet(),
+                  dataset=TinyData())
   train_records = [r for r in _records(tmp_path) if r["kind"] == "train"]
+  assert len(train_records) == 10
   for r in train_records:
     lr = 0.1 if r["step"] <= 5 else 0.01  # the lr of step t (0-based count t-1)
     np.testing.assert_allclose(r["lr"], lr, rtol=1e-6)
-    np.testing.assert_allclose(
-        r["predicted_angular_update"], np.sqrt(2 * lr * 1e-3 / 1.9), rtol=1e-6
-    )
     assert set(r["angular_update"]) == {"conv/kernel"}
+    if method == "sgdm":  # REFERENCE §4/§5: sqrt(2ηλ/(1+α)); norm undefined
+      np.testing.assert_allclose(
+          r["predicted_angular_update"], np.sqrt(2 * lr * 1e-3 / 1.9), rtol=1e-6
+      )
+      assert "predicted_weight_norm" not in r
+    else:  # AdamW: sqrt(2ηλ(1−β1)/(1+β1)), ||ω̂|| = sqrt(ηC/(2λ)), C = 3·3·1
+      np.testing.assert_allclose(
+          r["predicted_angular_update"], np.sqrt(2 * lr * 0.1 * 0.1 / 1.9), rtol=1e-6
+      )
+      np.testing.assert_allclose(
+          r["predicted_weight_norm"]["conv/kernel"], np.sqrt(lr * 9 / 0.2), rtol=1e-6
+      )
 
 
 def _numpy_angles_and_norms(old, new):
