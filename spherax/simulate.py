@@ -89,6 +89,10 @@ def random_walk(
     batch, channels, features: ``B``, ``C``, ``K`` (paper: 32, 128, 128).
     eps: the batch-norm epsilon.
 
+  Raises:
+    ValueError: if ``steps``, ``batch``, ``channels`` or ``features`` is not a
+      positive int.
+
   Returns:
     A :class:`RandomWalk` of ``(steps, K)`` arrays.
 
@@ -98,6 +102,12 @@ def random_walk(
   >>> walk.norms.shape, bool((walk.angles > 0).all())
   ((5, 2), True)
   """
+  for name, value in [("steps", steps), ("batch", batch), ("channels", channels),
+                      ("features", features)]:
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(
+          f"spherax.simulate.random_walk: {name} must be a positive int, got {value!r}"
+      )
   return _random_walk(optimizer, steps, key, batch, channels, features, eps)
 
 

@@ -107,3 +107,9 @@ def test_sgdm_rotation_is_balanced_at_smd_rate():
   np.testing.assert_allclose(
       norms.mean(0), equilibrium.norm_sgdm(eta, lam, grad_sq, momentum=alpha), rtol=0.03
   )
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": 0}, {"steps": 3, "batch": 0}, {"steps": 2.5}])
+def test_random_walk_rejects_bad_sizes(kwargs):
+  with pytest.raises(ValueError, match="positive int"):
+    simulate.random_walk(optax.sgd(0.1), key=KEY, **kwargs)
