@@ -22,7 +22,9 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 
 import matplotlib
 
@@ -30,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["compare", "layers", "read"]
+__all__ = ["compare", "layers", "read", "trajectories", "trajectory_cosine"]
 
 
 def read(path: str) -> list[dict]:
@@ -98,6 +100,45 @@ def layers(path: str, out_path: str, title: str = "") -> str:
   ax_norm.set(xlabel="step", ylabel="mean filter norm ||x||", title=title)
   if len(names) <= 12:
     ax_norm.legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=120)
+  plt.close(fig)
+  return out_path
+
+
+def _snapshots(workdir: str) -> dict[int, str]:
+  files = sorted(glob.glob(os.path.join(workdir, "snapshots", "step_*.npz")))
+  return {int(os.path.basename(f)[5:12]): f for f in files}
+
+
+def trajectory_cosine(workdir_a: str, workdir_b: str) -> tuple[np.ndarray, np.ndarray]:
+  """Steps and mean cosine similarity ``<x_a, x_b>/(||x_a|| ||x_b||)`` over all conv
+  filters (per output unit, last axis) of two runs' snapshots at common steps
+  (seed 000 Fig. 2: SGD vs AdaGradG stays ≈ 1, SGD vs AdaGrad drifts)."""
+  a, b = _snapshots(workdir_a), _snapshots(workdir_b)
+  steps = sorted(set(a) & set(b))
+  out = []
+  for step in steps:
+    with np.load(a[step]) as fa, np.load(b[step]) as fb:
+      cosines = []
+      for name in fa.files:
+        xa = fa[name].reshape(-1, fa[name].shape[-1]).astype(np.float64)
+        xb = fb[name].reshape(-1, fb[name].shape[-1]).astype(np.float64)
+        den = np.linalg.norm(xa, axis=0) * np.linalg.norm(xb, axis=0)
+        cosines.append((xa * xb).sum(0) / np.maximum(den, 1e-30))
+      out.append(np.concatenate(cosines).mean())
+  return np.array(steps), np.array(out)
+
+
+def trajectories(reference: str, others: dict[str, str], out_path: str) -> str:
+  """Cosine similarity of each run in ``others`` to the ``reference`` run's filters."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, workdir in others.items():
+    steps, cos = trajectory_cosine(reference, workdir)
+    ax.plot(steps, cos, marker=".", label=label)
+  ax.set(xlabel="step", ylabel="mean filter cosine similarity to the reference run")
+  ax.grid(alpha=0.3)
+  ax.legend()
   fig.tight_layout()
   fig.savefig(out_path, dpi=120)
   plt.close(fig)

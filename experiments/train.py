@@ -24,6 +24,9 @@
 * **Model selection**: after each epoch the validation split is evaluated; the
   best-validation parameters are kept (also in the checkpoint) and evaluated on
   the test split at the end.
+* **Snapshots** (``config.snapshot_every > 0``): the conv kernels every that many
+  steps under ``<workdir>/snapshots/``, to compare trajectories across runs
+  (:func:`experiments.plots.trajectory_cosine`, seed 000 Fig. 2).
 * **SMD norm rescale** (seed 002 Corollary 3.1, ``config.norm_rescale``): when the
   learning rate drops by a factor ``k`` between two steps, every conv filter is
   divided by ``k^{1/4}`` before the step.
@@ -332,6 +335,15 @@ def _trim_log(path: str, step: int) -> None:
         f.write(json.dumps(r) + "\n")
 
 
+def _snapshot(workdir: str, step: int, params, layouts, paths) -> None:
+  """Saves the conv kernels to ``snapshots/step_XXXXXXX.npz`` (seed 000 Fig. 2)."""
+  directory = os.path.join(workdir, "snapshots")
+  os.makedirs(directory, exist_ok=True)
+  leaves = jax.device_get(jax.tree.leaves(params))
+  arrays = {p: np.asarray(x) for p, l, x in zip(paths, layouts, leaves) if l is not None}
+  np.savez(os.path.join(directory, f"step_{step:07d}.npz"), **arrays)
+
+
 def _late_averages(log_path: str, total_steps: int) -> dict:
   """Final train loss and the angular update (measured, predicted) averaged over
   the second half of training, where the equilibrium is expected, from the log."""
@@ -420,6 +432,9 @@ def train(
       desc=f"{config.method}",
   )
   step = meta["step"]
+  snapshot_every = config.get("snapshot_every", 0)
+  if snapshot_every and step == 0:
+    _snapshot(workdir, 0, state["params"], layouts, paths)
   with open(log_path, "a") as log:
 
     def write(record):
@@ -460,6 +475,8 @@ def train(
             record["predicted_weight_norm"] = {k: float(v) for k, v in norms.items()}
           bar.set_postfix(loss=f"{record['loss']:.3f}")
           write(record)
+        if snapshot_every and step % snapshot_every == 0:
+          _snapshot(workdir, step, state["params"], layouts, paths)
         at_end_of_epoch = index + 1 == steps_per_epoch
         position = (epoch + 1, 0) if at_end_of_epoch else (epoch, index + 1)
         if at_end_of_epoch and has_val:

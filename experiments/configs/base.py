@@ -17,7 +17,8 @@ protocol. The train loop reads these keys:
   default rule);
 * ``schedule``: ``kind`` (constant / multistep / cosine) and its arguments;
 * ``epochs``, ``batch_size``, ``eval_batch_size``, ``norm_rescale``;
-* ``log_every``, ``checkpoint_every``, ``progress``.
+* ``log_every``, ``checkpoint_every``, ``snapshot_every`` (conv kernels saved
+  every that many steps; 0 = never), ``progress``.
 
 Example:
 
@@ -65,6 +66,7 @@ def base() -> ml_collections.ConfigDict:
           eval_batch_size=256,
           norm_rescale=False,
           log_every=50,
+          snapshot_every=0,
           checkpoint_every=1000,
           progress=True,
       )

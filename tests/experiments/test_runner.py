@@ -75,3 +75,23 @@ def test_plots_write_images(tmp_path):
               plots.layers(str(path), str(tmp_path / "l.png"), title="run")):
     image = matplotlib.image.imread(out)
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
+
+
+def test_trajectory_cosine_closed_form(tmp_path):
+  # run a: filters e1 and e2; run b at step 3: e1 and (e1 + e2)/sqrt(2) scaled by 5
+  a, b = tmp_path / "a" / "snapshots", tmp_path / "b" / "snapshots"
+  a.mkdir(parents=True)
+  b.mkdir(parents=True)
+  ka = np.zeros((1, 1, 2, 2))
+  ka[0, 0, 0, 0] = ka[0, 0, 1, 1] = 1.0
+  kb = ka.copy()
+  kb[0, 0, :, 1] = 5.0
+  np.savez(a / "step_0000003.npz", **{"conv/kernel": ka})
+  np.savez(b / "step_0000003.npz", **{"conv/kernel": kb})
+  np.savez(a / "step_0000006.npz", **{"conv/kernel": ka})  # not in b: skipped
+  steps, cos = plots.trajectory_cosine(str(tmp_path / "a"), str(tmp_path / "b"))
+  np.testing.assert_array_equal(steps, [3])
+  np.testing.assert_allclose(cos, [(1 + 2**-0.5) / 2])
+  out = plots.trajectories(str(tmp_path / "a"), {"b": str(tmp_path / "b")},
+                           str(tmp_path / "t.png"))
+  assert os.path.getsize(out) > 1000

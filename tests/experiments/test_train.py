@@ -11,6 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
+from experiments import plots
 from experiments import train as train_lib
 
 
@@ -91,14 +92,16 @@ def _records(workdir):
 def test_resume_is_exact(tmp_path):
   data = TinyData()
   straight = TinyNet()
-  train_lib.train(_config(tmp_path / "a"), model=straight, dataset=data)
+  train_lib.train(_config(tmp_path / "a", snapshot_every=5), model=straight, dataset=data)
   # interrupted mid-epoch (step 3 of 5 in epoch 0), then resumed from a fresh model
   out = train_lib.train(
-      _config(tmp_path / "b"), model=TinyNet(), dataset=data, stop_after_steps=3
+      _config(tmp_path / "b", snapshot_every=5), model=TinyNet(), dataset=data,
+      stop_after_steps=3,
   )
   assert out == {"kind": "interrupted", "step": 3}
   resumed = TinyNet(seed=7)  # a different init: everything must come from the checkpoint
-  summary = train_lib.train(_config(tmp_path / "b"), model=resumed, dataset=data)
+  summary = train_lib.train(_config(tmp_path / "b", snapshot_every=5), model=resumed,
+                            dataset=data)
   a, b = nnx.state(straight), nnx.state(resumed)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
@@ -111,6 +114,14 @@ def test_resume_is_exact(tmp_path):
   assert [r["loss"] for r in ra if r["kind"] == "train"] == [
       r["loss"] for r in rb if r["kind"] == "train"
   ]
+  # conv-kernel snapshots at steps 0, 5, 10, identical across the two runs
+  assert sorted(os.listdir(tmp_path / "b" / "snapshots")) == [
+      f"step_{s:07d}.npz" for s in (0, 5, 10)]
+  steps, cos = plots.trajectory_cosine(str(tmp_path / "a"), str(tmp_path / "b"))
+  np.testing.assert_array_equal(steps, [0, 5, 10])
+  np.testing.assert_allclose(cos, 1.0, rtol=1e-12)
+  with np.load(tmp_path / "b" / "snapshots" / "step_0000010.npz") as f:
+    np.testing.assert_array_equal(f["conv/kernel"], np.asarray(straight.conv.kernel[...]))
   # best-validation bookkeeping matches the eval records
   vals = [r["accuracy"] for r in rb if r["kind"] == "eval"]
   assert len(vals) == 2 and summary["best_validation_accuracy"] == max(vals)
