@@ -45,8 +45,8 @@ __all__ = [
 
 
 _RULES = {
-    "learning_rate": (lambda v: v > 0, "> 0"),
-    "weight_decay": (lambda v: v > 0, "> 0 (no equilibrium without weight decay)"),
+    "learning_rate": (lambda v: v >= 0, ">= 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
     "group_size": (lambda v: v > 0, "> 0"),
     "grad_sqnorm": (lambda v: v >= 0, ">= 0"),
     "unit_grad_sqnorm": (lambda v: v >= 0, ">= 0"),
@@ -58,7 +58,11 @@ _RULES = {
 
 
 def _as_floats(who, **values):
-  """Validates Python-number arguments (traced ones pass) and returns float arrays."""
+  """Validates Python-number arguments (traced ones pass) and returns float arrays.
+
+  ``weight_decay = 0`` is allowed: there is no equilibrium, and norms and step
+  counts come out as ``inf`` (angular updates as 0).
+  """
   out = []
   for name, value in values.items():
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -87,7 +87,7 @@ def test_angular_update_and_rescale_closed_forms():
 
 def test_bad_python_numbers_raise():
   with pytest.raises(ValueError, match="weight_decay"):
-    smd.norm_sgd(0.1, 0.0, 1.0)
+    smd.norm_sgd(0.1, -1e-3, 1.0)
   with pytest.raises(ValueError, match="momentum"):
     smd.approach_rate_sgdm(0.1, 1e-3, momentum=1.0)
   with pytest.raises(ValueError, match="k"):
