@@ -27,9 +27,10 @@
 * **Snapshots** (``config.snapshot_every > 0``): the conv kernels every that many
   steps under ``<workdir>/snapshots/``, to compare trajectories across runs
   (:func:`experiments.plots.trajectory_cosine`, seed 000 Fig. 2).
-* **SMD norm rescale** (seed 002 Corollary 3.1, ``config.norm_rescale``): when the
-  learning rate drops by a factor ``k`` between two steps, every conv filter is
-  divided by ``k^{1/4}`` before the step.
+* **SMD norm rescale** (seed 002 Corollary 3.1, ``config.norm_rescale``):
+  ``spherax.rescale_norms_on_lr_drop`` is chained after the optimizer, so when
+  the learning rate drops by a factor ``k`` every conv filter is divided by
+  ``k^{1/4}``.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _cross_entropy(logits, labels, weights=None):
   return (losses * weights).sum(), (correct * weights).sum()
 
 
-def make_train_step(graphdef, tx, lr_schedule, layouts, *, norm_rescale=False, mesh=None):
+def make_train_step(graphdef, tx, lr_schedule, layouts, *, mesh=None):
   """A jitted ``step(state, batch) -> (state, metrics)``.
 
   ``state`` is ``{'params', 'rest', 'opt_state', 'step'}`` (``rest``: batch
@@ -129,14 +130,6 @@ def make_train_step(graphdef, tx, lr_schedule, layouts, *, norm_rescale=False, m
 
   def step(state, batch):
     params, count = state["params"], state["step"]
-    if norm_rescale:
-      drop = lr_schedule(count) / jnp.maximum(lr_schedule(jnp.maximum(count - 1, 0)), 1e-30)
-      factor = jnp.minimum(drop, 1.0) ** 0.25
-      params = spherax.groups.tree_map_groups(
-          lambda layout, x: x if layout is None else (x * factor).astype(x.dtype),
-          layouts,
-          params,
-      )
     (loss, (acc, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, state["rest"], batch
     )
@@ -314,6 +307,8 @@ def build_optimizer(config, steps_per_epoch: int):
   )
   groups = CONV_GROUPS if config.get("groups") == "conv" else None
   tx = optimizers.build(config.method, learning_rate=sched, groups=groups, **config.hparams)
+  if config.get("norm_rescale", False):
+    tx = optax.chain(tx, spherax.rescale_norms_on_lr_drop(sched, groups=CONV_GROUPS))
   return tx, sched, dict(config.hparams)
 
 
@@ -417,9 +412,7 @@ def train(
 
   repl = NamedSharding(mesh, P())
   state = jax.device_put(state, repl)
-  train_step = make_train_step(
-      graphdef, tx, sched, layouts, norm_rescale=config.get("norm_rescale", False), mesh=mesh
-  )
+  train_step = make_train_step(graphdef, tx, sched, layouts, mesh=mesh)
   data = NamedSharding(mesh, P("data"))
   has_val = getattr(dataset, "num_validation", 0) > 0
 

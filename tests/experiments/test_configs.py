@@ -110,8 +110,7 @@ def test_config_trains_two_steps(cfg):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   tx, sched, _ = train.build_optimizer(cfg, steps_per_epoch=2)
   layouts, _ = train.conv_layouts(params)
-  step = train.make_train_step(graphdef, tx, sched, layouts, norm_rescale=cfg.norm_rescale,
-                               mesh=train.make_mesh(1))
+  step = train.make_train_step(graphdef, tx, sched, layouts, mesh=train.make_mesh(1))
   before = jax.device_get(params)
   state = {"params": params, "rest": rest, "opt_state": tx.init(params),
            "step": jnp.zeros((), jnp.int32)}

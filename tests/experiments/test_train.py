@@ -160,15 +160,13 @@ def _numpy_angles_and_norms(old, new):
   return np.arccos(np.clip(cos, -1, 1)).mean(), np.linalg.norm(new, axis=0).mean()
 
 
-def _step_setup(schedule, mesh, norm_rescale=False):
+def _step_setup(schedule, mesh):
   model = TinyNet()
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   tx = optax.sgd(schedule, momentum=0.9)
   layouts, _ = train_lib.conv_layouts(params)
-  step = train_lib.make_train_step(
-      graphdef, tx, schedule, layouts, norm_rescale=norm_rescale, mesh=mesh
-  )
+  step = train_lib.make_train_step(graphdef, tx, schedule, layouts, mesh=mesh)
   state = {
       "params": params,
       "rest": rest,
@@ -198,20 +196,30 @@ def test_eight_devices_match_one_device_and_metrics_match_numpy():
   np.testing.assert_allclose(m8["weight_norm"][0], norm, rtol=1e-5)
 
 
-def test_norm_rescale_divides_filters_by_fourth_root_of_the_drop():
-  # lr 1e-12 then 1e-12/16: the step itself is negligible, the rescale is 16^(-1/4)
-  schedule = optax.piecewise_constant_schedule(1e-12, {1: 1 / 16})
-  step, state = _step_setup(schedule, train_lib.make_mesh(1), norm_rescale=True)
-  batch = jax.device_put(next(TinyData(n=8).train_batches(8, epoch=0)))
+def test_norm_rescale_divides_filters_by_fourth_root_of_the_drop(tmp_path):
+  # plain SGD at lr 1e-12, then 1e-12/16 from step 1 on (1 step per epoch): the
+  # steps are negligible, the rescale after step 0 is 16^(-1/4) = 1/2 on conv filters
+  cfg = _config(tmp_path, method="sgd", learning_rate=1e-12, hparams={}, norm_rescale=True,
+                schedule=ml_collections.ConfigDict(
+                    dict(kind="multistep", boundaries=(1,), factor=1 / 16)))
+  model = TinyNet()
+  model.train()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx, sched, _ = train_lib.build_optimizer(cfg, steps_per_epoch=1)
+  layouts, _ = train_lib.conv_layouts(params)
+  step = train_lib.make_train_step(graphdef, tx, sched, layouts, mesh=train_lib.make_mesh(1))
+  state = {"params": params, "rest": rest, "opt_state": tx.init(params),
+           "step": jnp.zeros((), jnp.int32)}
+  batch = next(TinyData(n=8).train_batches(8, epoch=0))
   kernel0 = np.asarray(state["params"]["conv"]["kernel"])
   head0 = np.asarray(state["params"]["head"]["kernel"])
-  state, _ = step(state, batch)  # step 0: no drop
-  np.testing.assert_allclose(state["params"]["conv"]["kernel"], kernel0, rtol=1e-6)
-  state, metrics = step(state, batch)  # step 1: lr drops by 16
+  state, metrics = step(state, batch)  # step 0; the next step's lr is 16x smaller
   np.testing.assert_allclose(state["params"]["conv"]["kernel"], kernel0 / 2, rtol=1e-5)
   np.testing.assert_allclose(state["params"]["head"]["kernel"], head0, rtol=1e-6)
   _, norm = _numpy_angles_and_norms(kernel0, kernel0 / 2)
   np.testing.assert_allclose(metrics["weight_norm"][0], norm, rtol=1e-5)
+  state, _ = step(state, batch)  # no further drop: unchanged
+  np.testing.assert_allclose(state["params"]["conv"]["kernel"], kernel0 / 2, rtol=1e-5)
 
 
 def test_batch_not_divisible_by_devices_is_rejected(tmp_path):
