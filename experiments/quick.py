@@ -6,7 +6,7 @@ train the same ResNet-8 on the offline digits set with the settings of
 :mod:`experiments.configs.quick`. Prints a markdown table (test accuracy of the
 best-validation checkpoint, final training loss, wall time, and the angular
 update per step of the conv filters averaged over the second half of training
-next to its predicted equilibrium, REFERENCE §5) and writes
+next to its predicted equilibrium, REFERENCE §5, and their mean ratio) and writes
 ``<workdir>/results.md``, ``<workdir>/curves.png`` (all runs overlaid) and
 ``<workdir>/layers_<method>.png`` (per-layer angular updates and norms).
 
@@ -57,8 +57,8 @@ def results_table(summaries: list) -> str:
   """The markdown results table of :func:`run_all`'s summaries."""
   lines = [
       "| method | lr | test acc. (%) | best val. acc. (%) | final train loss | wall time (s) "
-      "| angular update (rad/step) | predicted (rad/step) |",
-      "|---|---|---|---|---|---|---|---|",
+      "| angular update (rad/step) | predicted (rad/step) | measured / predicted |",
+      "|---|---|---|---|---|---|---|---|---|",
   ]
   for s in summaries:
     lines.append(
@@ -67,7 +67,8 @@ def results_table(summaries: list) -> str:
         f"| {_fmt(s['best_validation_accuracy'] and 100 * s['best_validation_accuracy'], '.2f')} "
         f"| {_fmt(s['final_train_loss'], '.4f')} | {s['wall_time_s']:.1f} "
         f"| {_fmt(s['mean_angular_update'], '.2e')} "
-        f"| {_fmt(s['mean_predicted_angular_update'], '.2e')} |"
+        f"| {_fmt(s['mean_predicted_angular_update'], '.2e')} "
+        f"| {_fmt(s['mean_angular_update_ratio'], '.2f')} |"
     )
   return "\n".join(lines)
 

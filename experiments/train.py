@@ -340,18 +340,24 @@ def _snapshot(workdir: str, step: int, params, layouts, paths) -> None:
 
 
 def _late_averages(log_path: str, total_steps: int) -> dict:
-  """Final train loss and the angular update (measured, predicted) averaged over
-  the second half of training, where the equilibrium is expected, from the log."""
+  """Final train loss and the angular update (measured, predicted, and their
+  ratio step by step) averaged over the second half of training, from the log."""
   with open(log_path) as f:
     records = [json.loads(line) for line in f if line.strip()]
   train_records = [r for r in records if r["kind"] == "train"]
   late = [r for r in train_records if r["step"] > total_steps // 2] or train_records[-1:]
   angles = [np.mean(list(r["angular_update"].values())) for r in late if r["angular_update"]]
   predicted = [r["predicted_angular_update"] for r in late if "predicted_angular_update" in r]
+  ratios = [
+      np.mean(list(r["angular_update"].values())) / r["predicted_angular_update"]
+      for r in late
+      if r["angular_update"] and r.get("predicted_angular_update")
+  ]
   return {
       "final_train_loss": train_records[-1]["loss"] if train_records else None,
       "mean_angular_update": float(np.mean(angles)) if angles else None,
       "mean_predicted_angular_update": float(np.mean(predicted)) if predicted else None,
+      "mean_angular_update_ratio": float(np.mean(ratios)) if ratios else None,
   }
 
 

@@ -26,6 +26,10 @@ def test_quick_runs_end_to_end(tmp_path):
   expected = np.mean([np.sqrt(2 * r["lr"] * hp["weight_decay"] / (1 + hp["momentum"]))
                       for r in late])
   np.testing.assert_allclose(summaries[0]["mean_predicted_angular_update"], expected, rtol=1e-6)
+  ratio = np.mean([np.mean(list(r["angular_update"].values()))
+                   / np.sqrt(2 * r["lr"] * hp["weight_decay"] / (1 + hp["momentum"]))
+                   for r in late])
+  np.testing.assert_allclose(summaries[0]["mean_angular_update_ratio"], ratio, rtol=1e-6)
   assert summaries[1]["mean_predicted_angular_update"] is None
   table = (tmp_path / "results.md").read_text().splitlines()
   assert table[2].startswith(f"| SGD-M | {lr:g} | {100 * summaries[0]['test_accuracy']:.2f} |")
