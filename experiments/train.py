@@ -58,6 +58,7 @@ __all__ = [
     "build_optimizer",
     "conv_layouts",
     "evaluate",
+    "make_eval_step",
     "make_mesh",
     "make_train_step",
     "train",
@@ -176,21 +177,26 @@ def _pad(batch: dict, multiple: int) -> tuple[dict, np.ndarray]:
   return padded, weights
 
 
-def evaluate(eval_graphdef, params, rest, batches: Iterable[dict], mesh) -> dict:
-  """Mean loss and accuracy over ``batches`` (padded to the device count, masked)."""
-  data = NamedSharding(mesh, P("data"))
+def make_eval_step(eval_graphdef):
+  """A jitted ``(params, rest, batch, weights) -> (Σ loss, Σ correct)`` in eval mode
+  (built once per run: a fresh closure per call would recompile every time)."""
 
   @jax.jit
   def sums(params, rest, batch, weights):
-    model = nnx.merge(eval_graphdef, params, rest)
-    loss, correct = _cross_entropy(model(batch["image"]), batch["label"], weights)
-    return loss, correct
+    model = nnx.merge(eval_graphdef, params, rest, copy=True)
+    return _cross_entropy(model(batch["image"]), batch["label"], weights)
 
+  return sums
+
+
+def evaluate(eval_step, params, rest, batches: Iterable[dict], mesh) -> dict:
+  """Mean loss and accuracy over ``batches`` (padded to the device count, masked)."""
+  data = NamedSharding(mesh, P("data"))
   total_loss = total_correct = count = 0.0
   for batch in batches:
     batch, weights = _pad(batch, mesh.size)
     batch = jax.device_put(batch, data)
-    loss, correct = sums(params, rest, batch, jax.device_put(weights, data))
+    loss, correct = eval_step(params, rest, batch, jax.device_put(weights, data))
     total_loss += float(loss)
     total_correct += float(correct)
     count += float(weights.sum())
@@ -392,7 +398,7 @@ def train(
   tx, sched, predict_hparams = build_optimizer(config, steps_per_epoch)
 
   model.eval()
-  eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
+  eval_step = make_eval_step(nnx.split(model, nnx.Param, ...)[0])
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   layouts, paths = conv_layouts(params)
@@ -480,7 +486,7 @@ def train(
         position = (epoch + 1, 0) if at_end_of_epoch else (epoch, index + 1)
         if at_end_of_epoch and has_val:
           val = evaluate(
-              eval_graphdef,
+              eval_step,
               state["params"],
               state["rest"],
               dataset.eval_batches("validation", config.eval_batch_size),
@@ -502,7 +508,7 @@ def train(
     ckpts.close()
     final = jax.device_put(best, repl) if has_val else state
     test = evaluate(
-        eval_graphdef,
+        eval_step,
         final["params"],
         final["rest"],
         dataset.eval_batches("test", config.eval_batch_size),

@@ -225,3 +225,24 @@ def test_norm_rescale_divides_filters_by_fourth_root_of_the_drop(tmp_path):
 def test_batch_not_divisible_by_devices_is_rejected(tmp_path):
   with pytest.raises(ValueError, match="multiple of the 8 devices"):
     train_lib.train(_config(tmp_path, batch_size=6), model=TinyNet(), dataset=TinyData())
+
+
+def test_evaluate_weights_by_mask_pads_to_devices_and_compiles_once():
+  model = TinyNet()
+  model.eval()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  eval_step = train_lib.make_eval_step(graphdef)
+  rng = np.random.default_rng(1)
+  images = rng.normal(size=(12, 4, 4, 1)).astype(np.float32)
+  labels = rng.integers(0, 2, size=12).astype(np.int32)
+  mask = np.arange(12) < 10  # the dataset's padding rows: excluded
+  batches = [{"image": images[:6], "label": labels[:6], "mask": mask[:6]},
+             {"image": images[6:], "label": labels[6:], "mask": mask[6:]}]
+  mesh = train_lib.make_mesh(8)  # 6 rows are padded to 8
+  result = train_lib.evaluate(eval_step, params, rest, batches, mesh)
+  logits = np.asarray(model(jnp.asarray(images[:10])), np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  np.testing.assert_allclose(result["loss"], -logp[np.arange(10), labels[:10]].mean(), rtol=1e-5)
+  np.testing.assert_allclose(result["accuracy"], (logits.argmax(-1) == labels[:10]).mean())
+  train_lib.evaluate(eval_step, params, rest, batches, mesh)
+  assert eval_step._cache_size() == 1
