@@ -124,3 +124,25 @@ def test_config_trains_two_steps(cfg):
   moved = [np.abs(np.asarray(a) - np.asarray(b)).max()
            for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"]))]
   assert all(np.isfinite(moved)) and max(moved) > 0
+
+
+def test_dagger_rule_adamw_on_filters_adam_elsewhere():
+  # first step closed forms: Adam's m̂/sqrt(v̂) = g/|g| (elementwise, ε aside);
+  # AdamW: −η(g/|g| + λx); Adam with coupled L2: g ← g + λ'x, then −η·sign(g).
+  rng = np.random.default_rng(0)
+  params = {"conv": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 2, 4)))},
+            "head": {"kernel": jnp.asarray(rng.normal(size=(4, 3))),
+                     "bias": jnp.asarray(rng.normal(size=(3,)))}}
+  grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), params)
+  assert optimizers.conv_filter_labels(params) == {
+      "conv": {"kernel": "sphere"}, "head": {"kernel": "adam", "bias": "adam"}}
+  lr, wd, l2 = 1e-2, 0.5, 0.3
+  tx = optimizers.build("adamw_dagger", learning_rate=lr, weight_decay=wd, adam_weight_decay=l2)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  x, g = np.asarray(params["conv"]["kernel"]), np.asarray(grads["conv"]["kernel"])
+  np.testing.assert_allclose(updates["conv"]["kernel"], -lr * (np.sign(g) + wd * x), rtol=1e-5,
+                             atol=2e-7)  # float32
+  for name in ("kernel", "bias"):
+    x, g = np.asarray(params["head"][name]), np.asarray(grads["head"][name])
+    np.testing.assert_allclose(updates["head"][name], -lr * np.sign(g + l2 * x), rtol=1e-5,
+                               atol=2e-7)
