@@ -15,9 +15,8 @@ AdamG† {1e-2: 96.53, 3e-2: 97.92, 9e-2: 98.61}; AdamS {94.44, 96.53, 97.22};
 Adam w/o (ab) {94.44, 97.92, 96.53}; AdamSRT {94.44, 96.53, 97.22}; SGD-M
 {0.033: 97.22, 0.1: 98.61, 0.3: 96.53}; RV-AdamW {0.017: 96.53, 0.05: 97.22,
 0.15: 97.92}; RV-SGDM {0.033: 97.92, 0.1: 99.31, 0.3: 100.0}. The rates below
-are within one validation digit of the best of each sweep except RV-SGDM
-(two digits); we kept the round, shared values so the Adam variants compare at
-one rate.
+are the best of each sweep or within one validation digit of it; we kept the
+round, shared values so the Adam variants compare at one rate.
 """
 
 from __future__ import annotations
