@@ -95,3 +95,16 @@ def test_trajectory_cosine_closed_form(tmp_path):
   out = plots.trajectories(str(tmp_path / "a"), {"b": str(tmp_path / "b")},
                            str(tmp_path / "t.png"))
   assert os.path.getsize(out) > 1000
+
+
+def test_main_runs_one_indexed_run_and_aggregates_it(tmp_path, capsys):
+  runner.main(["quick", "--quick", "--index", "6", "--root", str(tmp_path)])  # SGD-M, 2 epochs
+  cfg = configs.runs("quick", quick=True)[6]
+  with open(tmp_path / cfg.workdir / "metrics.jsonl") as f:
+    summary = json.loads(f.read().splitlines()[-1])
+  assert summary["kind"] == "summary" and summary["method"] == "sgdm"
+  capsys.readouterr()
+  runner.main(["quick", "--quick", "--aggregate", "--root", str(tmp_path)])
+  table = capsys.readouterr().out
+  row = next(line for line in table.splitlines() if line.startswith("| SGD-M |"))
+  assert f"{100 * summary['test_accuracy']:.2f} ± 0.00 [n=1]" in row
