@@ -9,7 +9,10 @@ Reductions over a group return a *statistic* of shape ``layout.stat_shape``
 for bfloat16 leaves; :func:`expand` broadcasts a statistic back against a leaf.
 Element-wise results are in the promoted compute dtype: transforms cast to the
 leaf dtype at their end. Every division is guarded: a zero-norm group gives
-zeros (or leaves the input unchanged), never NaN or inf.
+zeros (or leaves the input unchanged), never NaN or inf. Squared norms are
+plain float32 sums (one pass, no rescaling), so a float32 group needs
+``||x|| < ~1e19``; below ``~1e-19`` its squared norm underflows and the group
+is treated as a zero group.
 
 Example:
 
