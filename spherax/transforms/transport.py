@@ -106,6 +106,7 @@ def transport_moments(
   check_nonnegative("transport_moments", "eps", eps)
   first_moments, second_moments = tuple(first_moments), tuple(second_moments)
   who = "transport_moments"
+  inner = optax.with_extra_args_support(inner)  # e.g. optax.trace rejects loss=...
 
   def init_fn(params):
     groups_lib.resolve(groups, params, who=who)
@@ -142,49 +143,66 @@ def transport_moments(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def new_sqnorm(xx, xs, ss, lr):
+  """``||x − η s||² = ||x||² − 2η<x, s> + η²||s||²`` per group, clamped at 0 (rounding)."""
+  return jnp.maximum(xx - 2 * lr * xs + lr * lr * ss, 0)
+
+
+def moved_moment_coefficients(xx, xs, ss, mx, ms, lr, kind, rescale, eps):
+  """Per-group ``(a, b, c, ratio)`` with the moved first moment ``a m + b x + c s``.
+
+  Everything follows from five dot products at the current point (``xx = ||x||²``,
+  ``xs = <x, s>``, ``ss = ||s||²``, ``mx = <m, x>``, ``ms = <m, s>``):
+  ``||x'||² = xx − 2η xs + η² ss``, ``<x, x'> = xx − η xs``, ``<m, x'> = mx − η ms``;
+  ``ratio = ||x||² / (||x'||² + ε)`` rescales the second moments. Shared by
+  :func:`transport_moments` and the fused optimizers of :mod:`spherax.transforms._fused`.
+  """
+  new_sq = new_sqnorm(xx, xs, ss, lr)
+  x_new = xx - lr * xs  # <x, x'>
+  m_new = mx - lr * ms  # <m, x'>
+  ratio = geometry.safe_div(xx, new_sq + eps)
+  k = jnp.sqrt(ratio) if rescale else jnp.ones_like(xx)
+  r, r_new = jnp.sqrt(xx), jnp.sqrt(new_sq)
+  zero = jnp.zeros_like(xx)
+  if kind == "reference":
+    den = new_sq + eps if rescale else r * r_new
+    return geometry.safe_div(x_new, den), -geometry.safe_div(m_new, den), zero, ratio
+  if kind == "parallel":
+    radial = geometry.safe_div(mx, xx)  # m⊥ = m − radial·x
+    perp_new = m_new - radial * x_new  # <m⊥, x'>
+    cos = geometry.safe_div(x_new, r * r_new)
+    c = geometry.safe_div(geometry.safe_div(perp_new, r_new), 1 + cos)
+    # k [m⊥ − c (x/r + (x − η s)/r')].
+    inv_r, inv_r_new = geometry.safe_div(1.0, r), geometry.safe_div(1.0, r_new)
+    return k, -k * (radial + c * (inv_r + inv_r_new)), k * c * lr * inv_r_new, ratio
+  return k, zero, zero, ratio
+
+
 def _move(layout, x, s, ms, vs, lr, kind, rescale, eps):
   """The transported first moments ``ms`` and rescaled second moments ``vs`` of one leaf."""
   dtype = geometry.compute_dtype(x, s, *ms)
   x, s = x.astype(dtype), s.astype(dtype)
   xx = geometry.sqnorm(x, layout)
   xs = geometry.dot(x, s, layout)
-  new_sq = xx - 2 * lr * xs + lr * lr * geometry.sqnorm(s, layout)
-  x_new = xx - lr * xs  # <x, x'>
-  ratio = geometry.safe_div(xx, new_sq + eps)  # ||x||² / (||x'||² + ε)
-  k = jnp.sqrt(ratio) if rescale else jnp.ones_like(xx)
-  r, r_new = jnp.sqrt(xx), jnp.sqrt(new_sq)
+  ss = geometry.sqnorm(s, layout)
   out_m = []
   for m in ms:
     mm = m.astype(dtype)
-    mx = geometry.dot(mm, x, layout)
-    m_new = mx - lr * geometry.dot(mm, s, layout)  # <m, x'>
-    coef_s = jnp.zeros_like(xx)
-    if kind == "reference":
-      den = new_sq + eps if rescale else r * r_new
-      coef_m = geometry.safe_div(x_new, den)
-      coef_x = -geometry.safe_div(m_new, den)
-    elif kind == "parallel":
-      radial = geometry.safe_div(mx, xx)  # m⊥ = m − radial·x
-      perp_new = m_new - radial * x_new  # <m⊥, x'>
-      cos = geometry.safe_div(x_new, r * r_new)
-      c = geometry.safe_div(geometry.safe_div(perp_new, r_new), 1 + cos)
-      # m⊥ − c (x/r + (x − η s)/r'), times k.
-      coef_m = k
-      coef_x = -k * (radial + c * (geometry.safe_div(1.0, r) + geometry.safe_div(1.0, r_new)))
-      coef_s = k * c * lr * geometry.safe_div(1.0, r_new)
-    else:
-      coef_m, coef_x = k, jnp.zeros_like(xx)
+    coef_m, coef_x, coef_s, _ = moved_moment_coefficients(
+        xx, xs, ss, geometry.dot(mm, x, layout), geometry.dot(mm, s, layout),
+        lr, kind, rescale, eps,
+    )
     new = (
         geometry.expand(coef_m, layout) * mm
         + geometry.expand(coef_x, layout) * x
         + geometry.expand(coef_s, layout) * s
     )
     out_m.append(new.astype(m.dtype))
-  if rescale:
-    out_v = [
-        (v * (ratio if v.shape == layout.stat_shape else geometry.expand(ratio, layout))).astype(v.dtype)
-        for v in vs
-    ]
-  else:
-    out_v = list(vs)
+  if not rescale:
+    return out_m, list(vs)
+  ratio = geometry.safe_div(xx, new_sqnorm(xx, xs, ss, lr) + eps)
+  out_v = [
+      (v * (ratio if v.shape == layout.stat_shape else geometry.expand(ratio, layout))).astype(v.dtype)
+      for v in vs
+  ]
   return out_m, out_v
