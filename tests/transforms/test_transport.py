@@ -117,3 +117,14 @@ def test_bad_arguments(kwargs):
   args = dict(learning_rate=0.1) | kwargs
   with pytest.raises(ValueError):
     spherax.transport_moments(optax.trace(0.9), **args)
+
+
+def test_extra_args_reach_an_inner_without_extra_args_support():
+  """``optax.trace`` takes no ``loss=``; the wrapper must still accept and drop it."""
+  params = {"w": jnp.array([[1.0], [0.0]])}
+  tx = spherax.transport_moments(optax.trace(0.9), 0.5, first_moments=("trace",), second_moments=())
+  grads = {"w": jnp.array([[0.0], [2.0]])}
+  with_loss, _ = tx.update(grads, tx.init(params), params, loss=jnp.float32(1.0))
+  plain, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_array_equal(with_loss["w"], plain["w"])
+  np.testing.assert_array_equal(with_loss["w"], [[0.0], [-1.0]])
