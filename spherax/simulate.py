@@ -179,25 +179,30 @@ def smd_sgdm(x0, learning_rate, weight_decay, momentum, unit_grad_sqnorms):
   (Theorem 2).
 
   Args:
-    x0: the initial ``||w_0||²``; the walk starts at rest (``w_{−1} = w_0``).
+    x0: the initial ``||w_0||²``, a scalar or an array of independent runs; the
+      walk starts at rest (``w_{−1} = w_0``).
     learning_rate, weight_decay, momentum: ``η``, ``λ``, ``α``.
-    unit_grad_sqnorms: ``L_t`` per step (leading axis).
+    unit_grad_sqnorms: ``L_t`` per step (leading axis ``T``; the rest broadcasts
+      against ``x0``).
 
   Returns:
-    ``(T, 3)``: ``X_1 … X_T``.
+    ``(T, *x0.shape, 3)``: ``X_1 … X_T``.
 
   >>> import jax.numpy as jnp
   >>> smd_sgdm(1.0, 0.1, 0.5, 0.0, jnp.array([10.0]))[:, 0].tolist()
   [1.0025]
+  >>> out = smd_sgdm(jnp.array([1.0, 4.0]), 0.1, 0.5, 0.0, jnp.array([10.0]))
+  >>> [round(v, 4) for v in out[0, :, 0].tolist()]
+  [1.0025, 3.635]
   """
   s = 1 + momentum - weight_decay * learning_rate
   a = jnp.array([[s**2, -2 * momentum * s, momentum**2], [s, -momentum, 0.0], [1.0, 0.0, 0.0]])
-  e = jnp.array([1.0, 0.0, 0.0])
 
-  def step(state, big_l):
-    state = a @ state + (big_l * learning_rate**2 / state[0]) * e
+  def step(state, big_l):  # state: (*batch, 3)
+    kick = big_l * learning_rate**2 / state[..., 0]
+    state = (state @ a.T).at[..., 0].add(kick)
     return state, state
 
   x0 = jnp.asarray(x0, jnp.result_type(float, x0))
-  state = jnp.stack([x0, x0, x0])
+  state = jnp.stack([x0, x0, x0], axis=-1)
   return jax.lax.scan(step, state, jnp.asarray(unit_grad_sqnorms, x0.dtype))[1]

@@ -113,3 +113,12 @@ def test_sgdm_rotation_is_balanced_at_smd_rate():
 def test_random_walk_rejects_bad_sizes(kwargs):
   with pytest.raises(ValueError, match="positive int"):
     simulate.random_walk(optax.sgd(0.1), key=KEY, **kwargs)
+
+
+def test_smd_sgdm_batched_starts_equal_separate_runs():
+  big_l = jnp.linspace(5.0, 15.0, 40)
+  starts = jnp.array([0.5, 3.0, 40.0])  # three runs: a (3,)-batch must not mix with X's 3 axes
+  batched = np.asarray(simulate.smd_sgdm(starts, 0.1, 0.01, 0.9, big_l))
+  assert batched.shape == (40, 3, 3)
+  for i, x0 in enumerate(starts):
+    np.testing.assert_allclose(batched[:, i], simulate.smd_sgdm(x0, 0.1, 0.01, 0.9, big_l), rtol=1e-6)
