@@ -1,9 +1,7 @@
 """Optimizers and learning-rate schedules by name, for the experiment configs.
 
 Every method of the reproduced tables is one entry of :data:`METHODS`, built with
-``build(name, learning_rate=..., **hyperparameters)``. spherax optimizers are looked
-up lazily on the public package (``spherax.<name>``), so a method whose optimizer has
-not landed fails only when it is used, with a clear error.
+``build(name, learning_rate=..., **hyperparameters)``.
 
 Conventions (REFERENCE §3, §5, §7):
 
@@ -33,12 +31,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import optax
+
+import spherax
+from spherax.theory import equilibrium
 
 __all__ = [
     "METHODS",
@@ -49,17 +50,6 @@ __all__ = [
     "predicted_weight_norm",
     "schedule",
 ]
-
-
-def _spherax(name: str) -> Callable[..., optax.GradientTransformation]:
-  """``spherax.<name>``, or a clear error if that optimizer has not landed."""
-  module = importlib.import_module("spherax")
-  if not hasattr(module, name):
-    raise NotImplementedError(
-        f"experiments.optimizers: spherax.{name} is not available in this checkout "
-        "(the optimizer has not been added to spherax's public API yet)"
-    )
-  return getattr(module, name)
 
 
 def _sgdm(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
@@ -104,35 +94,24 @@ def _dagger(inner_name: str) -> Callable[..., optax.GradientTransformation]:
   return factory
 
 
-def _lazy(name: str, **fixed) -> Callable[..., optax.GradientTransformation]:
-  def factory(learning_rate, **kw):
-    return _spherax(name)(learning_rate=learning_rate, **fixed, **kw)
-
-  return factory
-
-
-def _theory():
-  return importlib.import_module("spherax.theory.equilibrium")
-
-
 def _sgdm_eq(lr, *, momentum=0.9, weight_decay=0.0, **_):
-  return _theory().angular_update_sgdm(lr, weight_decay, momentum)
+  return equilibrium.angular_update_sgdm(lr, weight_decay, momentum)
 
 
 def _adamw_eq(lr, *, b1=0.9, weight_decay=0.0, **_):
-  return _theory().angular_update_adamw(lr, weight_decay, b1)
+  return equilibrium.angular_update_adamw(lr, weight_decay, b1)
 
 
 def _lion_eq(lr, *, b1=0.9, b2=0.99, weight_decay=0.0, **_):
-  return _theory().angular_update_lion(lr, weight_decay, b1, b2)
+  return equilibrium.angular_update_lion(lr, weight_decay, b1, b2)
 
 
 def _adamw_norm(lr, group_size, *, weight_decay=0.0, **_):
-  return _theory().norm_adamw(lr, weight_decay, group_size)
+  return equilibrium.norm_adamw(lr, weight_decay, group_size)
 
 
 def _lion_norm(lr, group_size, *, b1=0.9, b2=0.99, weight_decay=0.0, **_):
-  return _theory().norm_lion(lr, weight_decay, group_size, b1, b2)
+  return equilibrium.norm_lion(lr, weight_decay, group_size, b1, b2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,26 +136,26 @@ METHODS: dict[str, Method] = {
     "lars": Method(optax.lars, label="LARS"),
     "lamb": Method(optax.lamb, label="LAMB"),
     # seed 001 variants
-    "adams": Method(_lazy("adams"), takes_groups=True, label="AdamS"),
+    "adams": Method(spherax.adams, takes_groups=True, label="AdamS"),
     "adam_wo_ab": Method(
-        _lazy("adamsrt", group_moment=True, transport="reference", rescale=False),
+        functools.partial(spherax.adamsrt, transport="reference", rescale=False),
         label="Adam w/o (ab)",
         takes_groups=True,
     ),
-    "adamsrt": Method(_lazy("adamsrt"), takes_groups=True, label="AdamSRT"),
-    "sgdmrt": Method(_lazy("sgdmrt"), takes_groups=True, label="SGDMRT"),
-    "adamg": Method(_lazy("adamg"), takes_groups=True, label="AdamG"),
-    "sgdg": Method(_lazy("sgdg"), takes_groups=True, label="SGDG"),
-    "adagradg": Method(_lazy("adagradg"), takes_groups=True, label="AdaGradG"),
+    "adamsrt": Method(spherax.adamsrt, takes_groups=True, label="AdamSRT"),
+    "sgdmrt": Method(spherax.sgdmrt, takes_groups=True, label="SGDMRT"),
+    "adamg": Method(spherax.adamg, takes_groups=True, label="AdamG"),
+    "sgdg": Method(spherax.sgdg, takes_groups=True, label="SGDG"),
+    "adagradg": Method(spherax.adagradg, takes_groups=True, label="AdaGradG"),
     # peers
-    "adamp": Method(_lazy("adamp"), takes_groups=True, label="AdamP"),
-    "sgdp": Method(_lazy("sgdp"), takes_groups=True, label="SGDP"),
-    "nero": Method(_lazy("nero"), takes_groups=True, label="Nero"),
+    "adamp": Method(spherax.adamp, takes_groups=True, label="AdamP"),
+    "sgdp": Method(spherax.sgdp, takes_groups=True, label="SGDP"),
+    "nero": Method(spherax.nero, takes_groups=True, label="Nero"),
     # seed 004 rotational variants
-    "rv_adamw": Method(_lazy("rv_adamw"), _adamw_eq, "RV-AdamW", takes_groups=True),
-    "rv_sgdm": Method(_lazy("rv_sgdm"), _sgdm_eq, "RV-SGDM", takes_groups=True),
-    "rv_lion": Method(_lazy("rv_lion"), _lion_eq, "RV-Lion", takes_groups=True),
-    "rv_adam_l2": Method(_lazy("rv_adam_l2"), _adamw_eq, "Wrapped Adam+L2", takes_groups=True),
+    "rv_adamw": Method(spherax.rv_adamw, _adamw_eq, "RV-AdamW", takes_groups=True),
+    "rv_sgdm": Method(spherax.rv_sgdm, _sgdm_eq, "RV-SGDM", takes_groups=True),
+    "rv_lion": Method(spherax.rv_lion, _lion_eq, "RV-Lion", takes_groups=True),
+    "rv_adam_l2": Method(spherax.rv_adam_l2, _adamw_eq, "Wrapped Adam+L2", takes_groups=True),
 }
 METHODS["adamw_dagger"] = Method(
     _dagger("adamw"), _adamw_eq, "AdamW†", equilibrium_norm=_adamw_norm
