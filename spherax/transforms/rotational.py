@@ -15,7 +15,17 @@ decay, e.g. AdamW's ``m̂ / (sqrt(v̂) + ε)``):
 ``η̂_r`` (the equilibrium angular update of seed 004 Table 1) is recomputed from
 the scheduled learning rate every step. Because ``Δ ⊥ x`` and ``||x|| = n``,
 ``||x'||² = n² + c² ||Δ||²`` with ``c = η̂_r n / (sqrt(Ŝ) + eps)``: the final
-rescale needs no extra reduction. Non-rotational leaves (``groups`` gives
+rescale needs no extra reduction.
+
+Speed: every per-group statistic comes from five dot products of the raw
+inputs, ``Σx``, ``||x||²``, ``ΣΔg``, ``<Δg, x>``, ``||Δg||²``. The first-step
+start is the per-group affine map ``x_eff = a x + b`` (``a = n / ||x − μ_x||``,
+``b = −a μ_x`` at step 1, else ``a = 1``, ``b = 0``; a ``jnp.where``, no
+``lax.cond``), so ``<Δg, x_eff> = a <Δg, x> + b ΣΔg`` and
+``||x_eff||² = a²||x||² + 2ab Σx + d b²``; with ``μ = ΣΔg / d``,
+``<Δc, x_eff> = <Δg, x_eff> − μ Σx_eff``, ``||Δc||² = ||Δg||² − μ ΣΔg`` and
+``||Δ||² = ||Δc||² − 2 k <Δc, x_eff> + k² ||x_eff||²`` (``k = <Δc, x_eff> / n²``).
+One element-wise pass then writes the update. Non-rotational leaves (``groups`` gives
 ``None``: by default every leaf with ``ndim <= 1``) receive the update of a
 separate full optax transform (the inner optimizer with its learning rate and
 weight decay).
@@ -153,25 +163,31 @@ def rotational_wrapper(
     first = state.count == 0
 
     def start(layout, x, n):
-      """The reference's centred, rescaled weights at the first step, else ``x``."""
+      """The first-step start ``x_eff = a x + b`` per group, and ``Σx``, ``||x||²``."""
       if layout is None:
-        return x, n
-      dtype = geometry.compute_dtype(x)
+        return None
+      sx = geometry.group_sum(x, layout)
+      xx = geometry.sqnorm(x, layout)
+      mu = sx / layout.group_size if center else jnp.zeros_like(sx)
+      a0 = geometry.safe_div(jnp.sqrt(xx), jnp.sqrt(jnp.maximum(xx - mu * sx, 0)))
+      a = jnp.where(first, a0, 1)
+      b = jnp.where(first, -a0 * mu, 0)
+      return a, b, jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n), sx, xx
 
-      def centred(x):
-        x = x.astype(dtype)
-        r = geometry.norm(x, layout)
-        x0 = geometry.center(x, layout) if center else x
-        return geometry.retract(x0, r, layout), r.astype(n.dtype)
-
-      return jax.lax.cond(first, centred, lambda x: (x.astype(dtype), n), x)
-
-    started = treedef.flatten_up_to(
+    starts = treedef.flatten_up_to(
         groups_lib.tree_map_groups(start, layouts, params, state.norm)
     )
-    x_eff = jax.tree.unflatten(treedef, [p[0] for p in started])
-    norms = jax.tree.unflatten(treedef, [p[1] for p in started])
-    inner_params = jax.tree.map(lambda xe, x: xe.astype(x.dtype), x_eff, params)
+    norms = jax.tree.unflatten(treedef, [None if st is None else st[2] for st in starts])
+    starts = jax.tree.unflatten(treedef, starts)
+
+    def affine(layout, x, st):
+      if layout is None:
+        return x
+      a, b = st[0], st[1]
+      xe = geometry.expand(a, layout) * x.astype(a.dtype) + geometry.expand(b, layout)
+      return xe.astype(x.dtype)
+
+    inner_params = groups_lib.tree_map_groups(affine, layouts, params, starts)
     dirs, dir_state = inner_rot.update(updates, state.direction, inner_params, **extra_args)
     others, other_state = inner_other.update(
         updates, state.nonrotational, params, **extra_args
@@ -182,28 +198,42 @@ def rotational_wrapper(
     t = (count + 1).astype(jnp.float32)
     debias = 1 - jnp.asarray(rms_decay, jnp.float32) ** t
 
-    def leaf(layout, x, xe, dg, other, n, s):
+    def leaf(layout, x, dg, other, st, s):
       if layout is None:
         return other.astype(x.dtype), s
+      a, b, n, sx, xx = st
+      d = layout.group_size
       dtype = geometry.compute_dtype(x, dg)
-      xe = xe.astype(dtype)
+      # Statistics of x_eff = a x + b and of the centred, projected Δ from the raw
+      # dot products of x and Δg (see the module docstring).
+      s_dg = geometry.group_sum(dg, layout)
+      dg_x = geometry.dot(dg, x, layout)
+      dg_dg = geometry.sqnorm(dg, layout)
+      dg_xe = a * dg_x + b * s_dg
+      s_xe = a * sx + d * b
+      xe_xe = a * a * xx + 2 * a * b * sx + d * b * b
+      mu = s_dg / d if center else jnp.zeros_like(s_dg)
+      dc_xe = dg_xe - mu * s_xe
+      dc_dc = dg_dg - mu * s_dg
       nd = n.astype(dtype)
-      delta = dg.astype(dtype)
-      if center:
-        delta = geometry.center(delta, layout)
-      coef = geometry.safe_div(geometry.dot(delta, xe, layout), nd * nd)
-      delta = delta - geometry.expand(coef, layout) * xe
-      sq = geometry.sqnorm(delta, layout)
+      coef = geometry.safe_div(dc_xe, nd * nd)
+      sq = jnp.maximum(dc_dc - 2 * coef * dc_xe + coef * coef * xe_xe, 0)
       s = rms_decay * s + (1 - rms_decay) * sq.astype(s.dtype)
-      step = eta_r * nd / (jnp.sqrt(s.astype(dtype) / debias) + eps)
-      new_sq = nd * nd + step * step * sq
-      scale = geometry.safe_div(nd, jnp.sqrt(new_sq))
-      x_new = geometry.expand(scale, layout) * (xe - geometry.expand(step, layout) * delta)
-      return (x_new - x.astype(dtype)).astype(x.dtype), s
+      angle = eta_r / (jnp.sqrt(s.astype(dtype) / debias) + eps)
+      step = angle * nd
+      scale = 1 / jnp.sqrt(1 + angle * angle * sq)  # n / ||x'||, overflow-free
+      # One element-wise pass: x' = scale (x_eff − step Δ), Δ = (Δg − mu) − coef x_eff
+      # (Δ element-wise, not regrouped, so that a Δ that vanishes exactly stays 0).
+      e = lambda v: geometry.expand(v.astype(dtype), layout)
+      xc = x.astype(dtype)
+      xe = e(a) * xc + e(b)
+      delta = (dg.astype(dtype) - e(mu)) - e(coef) * xe
+      u = e(scale) * (xe - e(step) * delta) - xc
+      return u.astype(x.dtype), s
 
     pairs = treedef.flatten_up_to(
         groups_lib.tree_map_groups(
-            leaf, layouts, params, x_eff, dirs, others, norms, state.rms
+            leaf, layouts, params, dirs, others, starts, state.rms
         )
     )
     new_updates = jax.tree.unflatten(treedef, [p[0] for p in pairs])
