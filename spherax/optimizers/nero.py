@@ -13,6 +13,13 @@ leaves are treated per element: ``v ← β v + (1−β) g²``, the same step wit
 ``s = mean |x|`` at the start (0.01 if that is 0), no constraint. Only ``v`` is
 bias-corrected, there is no ε: ``0/0 → 0``. No momentum, no weight decay.
 
+Speed: a grouped leaf needs only the raw per-group sums ``Σx``, ``Σg``,
+``||x||²``, ``||g||²``, ``<g, x>`` and one element-wise pass. The start is
+``x0 = a (x − μx)`` (``a = 1 / ||x − μx||`` at step 1, else ``a = 1`` and
+``x0 = x``); centring removes constants, so with ``k = η s / sqrt(v̂)``
+``center(x0 − k g) = a (x − μx) − k (g − μg)`` and its squared norm is
+``a² (||x||² − d μx²) − 2ak (<g, x> − d μx μg) + k² (||g||² − d μg²)``.
+
 Example:
 
 >>> import jax.numpy as jnp, optax, spherax
@@ -36,6 +43,11 @@ from spherax import geometry
 from spherax import groups as groups_lib
 
 __all__ = ["nero", "NeroState"]
+
+
+def _nonzero(start_scale):
+  """The reference's fallback: a zero start scale becomes 0.01."""
+  return jnp.where(start_scale == 0, 0.01, start_scale)
 
 
 class NeroState(NamedTuple):
@@ -93,25 +105,35 @@ def nero(
       dtype = geometry.compute_dtype(x, g)
       xc, gc = x.astype(dtype), g.astype(dtype)
       if layout is None:
-        start_scale = jnp.mean(jnp.abs(xc))
-        x0 = xc
-        sq = gc * gc
+        start_scale = _nonzero(jnp.mean(jnp.abs(xc))).astype(scale.dtype)
+        scale = jnp.where(first, start_scale, scale)
+        nu = b2 * nu + (1 - b2) * (gc * gc).astype(nu.dtype)
+        step = lr * scale.astype(dtype) * geometry.safe_div(gc, jnp.sqrt(nu.astype(dtype) / debias))
+        return (-step).astype(x.dtype), nu, scale
+      # Raw dot products only (module docstring): Σx, Σg, ||x||², ||g||², <g, x>.
+      d = layout.group_size
+      sx, sg = geometry.group_sum(xc, layout), geometry.group_sum(gc, layout)
+      xx, gg = geometry.sqnorm(xc, layout), geometry.sqnorm(gc, layout)
+      nu = b2 * nu + (1 - b2) * gg.astype(nu.dtype)
+      inv_rms = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(nu.astype(dtype) / debias))
+      e = lambda v: geometry.expand(v, layout)
+      if constraints:
+        mx, mg = sx / d, sg / d
+        xc_sq = jnp.maximum(xx - mx * sx, 0)            # ||x − μx||²
+        a0 = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(xc_sq))
+        start_scale = jnp.mean(a0 * jnp.sqrt(xc_sq))     # mean ||x0||: 1 per nonzero group
+        a = jnp.where(first, a0, 1)
       else:
-        x0 = xc
-        if constraints:
-          x0 = geometry.retract(geometry.center(xc, layout), 1.0, layout)
-        start_scale = jnp.mean(geometry.norm(x0, layout))
-        x0 = jnp.where(first, x0, xc)
-        sq = geometry.sqnorm(gc, layout)
-      start_scale = jnp.where(start_scale == 0, 0.01, start_scale)
-      scale = jnp.where(first, start_scale.astype(scale.dtype), scale)
-      nu = b2 * nu + (1 - b2) * sq.astype(nu.dtype)
-      rms = jnp.sqrt(nu.astype(dtype) / debias)
-      if layout is not None:
-        rms = geometry.expand(rms, layout)
-      x_new = x0 - lr * scale.astype(dtype) * geometry.safe_div(gc, rms)
-      if layout is not None and constraints:
-        x_new = geometry.retract(geometry.center(x_new, layout), 1.0, layout)
+        start_scale = jnp.mean(jnp.sqrt(xx))
+      scale = jnp.where(first, _nonzero(start_scale).astype(scale.dtype), scale)
+      k = lr * scale.astype(dtype) * inv_rms            # x_new = x0 − k g
+      if not constraints:
+        return (-e(k) * gc).astype(x.dtype), nu, scale
+      # center(a x + b − k g) = a (x − μx) − k (g − μg); its squared norm from the dots.
+      gc_xc = geometry.dot(gc, xc, layout) - mg * sx
+      sq = a * a * xc_sq - 2 * a * k * gc_xc + k * k * jnp.maximum(gg - mg * sg, 0)
+      inv = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(jnp.maximum(sq, 0)))
+      x_new = e(a * inv) * (xc - e(mx)) - e(k * inv) * (gc - e(mg))
       return (x_new - xc).astype(x.dtype), nu, scale
 
     out = treedef.flatten_up_to(
