@@ -25,6 +25,8 @@ start is the per-group affine map ``x_eff = a x + b`` (``a = n / ||x − μ_x||`
 ``||x_eff||² = a²||x||² + 2ab Σx + d b²``; with ``μ = ΣΔg / d``,
 ``<Δc, x_eff> = <Δg, x_eff> − μ Σx_eff``, ``||Δc||² = ||Δg||² − μ ΣΔg`` and
 ``||Δ||² = ||Δc||² − 2 k <Δc, x_eff> + k² ||x_eff||²`` (``k = <Δc, x_eff> / n²``).
+A ``||Δ||²`` below the rounding floor of its terms counts as 0 (the group does not
+move; element-wise, the centred Δ of a per-group constant ``Δg`` is exactly 0).
 One element-wise pass then writes the update. Non-rotational leaves (``groups`` gives
 ``None``: by default every leaf with ``ndim <= 1``) receive the update of a
 separate full optax transform (the inner optimizer with its learning rate and
@@ -217,9 +219,13 @@ def rotational_wrapper(
       dc_dc = dg_dg - mu * s_dg
       nd = n.astype(dtype)
       coef = geometry.safe_div(dc_xe, nd * nd)
-      sq = jnp.maximum(dc_dc - 2 * coef * dc_xe + coef * coef * xe_xe, 0)
+      sq = dc_dc - 2 * coef * dc_xe + coef * coef * xe_xe
+      # Below the rounding floor of its terms ||Δ||² is 0: Δ vanishes (Δg constant
+      # per group, or along x) and the group must not move by amplified rounding.
+      moves = sq > 64 * jnp.finfo(dtype).eps * (dg_dg + coef * coef * xe_xe)
+      sq = jnp.where(moves, sq, 0)
       s = rms_decay * s + (1 - rms_decay) * sq.astype(s.dtype)
-      angle = eta_r / (jnp.sqrt(s.astype(dtype) / debias) + eps)
+      angle = jnp.where(moves, eta_r / (jnp.sqrt(s.astype(dtype) / debias) + eps), 0)
       step = angle * nd
       scale = 1 / jnp.sqrt(1 + angle * angle * sq)  # n / ||x'||, overflow-free
       # One element-wise pass: x' = scale (x_eff − step Δ), Δ = (Δg − mu) − coef x_eff

@@ -76,3 +76,20 @@ def test_inside_partition_with_masked_nodes():
                              jnp.linalg.norm(params["w"], axis=0), rtol=1e-6)
   # the bias follows SGDM with coupled L2: -lr (g + λx), x = 0
   np.testing.assert_allclose(u["b"], -0.1)
+
+
+def test_vanishing_direction_leaves_the_start_in_place():
+  """Δg constant per group: the centred Δ is exactly 0, so the first update lands on
+  the centred, rescaled start and stays there (no rounding amplified by 1/eps)."""
+  rng = np.random.default_rng(3)
+  x0 = rng.normal(size=(6, 3)).astype(np.float32)
+  g = np.tile(np.array([0.3, -1.7, 2.9], np.float32), (6, 1))
+  start = x0 - x0.mean(axis=0)
+  start = start * np.linalg.norm(x0, axis=0) / np.linalg.norm(start, axis=0)
+  opt = rotational_wrapper(optax.identity(), optax.sgd(0.1), 0.1, lambda lr: 0.05)
+  x = {"w": jnp.asarray(x0)}
+  state = opt.init(x)
+  for _ in range(2):
+    u, state = opt.update({"w": jnp.asarray(g)}, state, x)
+    x = optax.apply_updates(x, u)
+    np.testing.assert_allclose(np.asarray(x["w"]), start, atol=1e-6)
