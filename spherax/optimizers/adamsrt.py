@@ -1,8 +1,13 @@
 """AdamS, AdamSRT and SGDMRT: Adam and SGD-M adapted to the sphere (REFERENCE §3).
 
-Each optimizer is a short chain: coupled L2 (``g ← g + λx``), then the moment
-transform wrapped by :func:`spherax.transport_moments`, which owns the learning
-rate because transporting the moments needs the new point ``x' = x − η s``.
+Each optimizer is defined as a short chain: coupled L2 (``g ← g + λx``), then
+the moment transform wrapped by :func:`spherax.transport_moments`, which owns
+the learning rate because transporting the moments needs the new point
+``x' = x − η s``. With a transport or rescale (and per-group second moments)
+the returned transformation has that chain's state but computes its update in
+one pass (:mod:`spherax.transforms._fused`: every
+per-group statistic from dot products of the raw ``g``, ``x``, ``m``), which is
+several times faster on CPU; the results agree to rounding.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import Any
 
 import optax
 
+from spherax.transforms._fused import fused_moment_transport
 from spherax.transforms.group_moment import check_beta, check_nonnegative, scale_by_group_adam
 from spherax.transforms.transport import transport_moments
 
@@ -77,18 +83,31 @@ def adamsrt(
     )
   check_beta(who, "b1", b1)
   check_beta(who, "b2", b2)
-  if group_moment:
-    moments = scale_by_group_adam(b1, b2, eps, groups=groups)
-  else:
+  if not group_moment or (transport is None and not rescale):
+    # Nothing to fuse with: element-wise second moments, or AdamS (no
+    # transport); measured, XLA already runs AdamS's chain well.
+    moments = (scale_by_group_adam(b1, b2, eps, groups=groups) if group_moment
+               else optax.scale_by_adam(b1, b2, eps))
     check_nonnegative(who, "eps", eps)
-    moments = optax.scale_by_adam(b1, b2, eps)
-  if transport is None and not rescale:
-    step = optax.chain(moments, optax.scale_by_learning_rate(learning_rate))
-  else:
-    step = transport_moments(
-        moments, learning_rate, kind=transport, rescale=rescale, eps=eps, groups=groups
-    )
-  return optax.chain(optax.add_decayed_weights(weight_decay), step)
+    if transport is None and not rescale:
+      step = optax.chain(moments, optax.scale_by_learning_rate(learning_rate))
+    else:
+      step = transport_moments(
+          moments, learning_rate, kind=transport, rescale=rescale, eps=eps, groups=groups
+      )
+    return optax.chain(optax.add_decayed_weights(weight_decay), step)
+  composition = optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      transport_moments(
+          scale_by_group_adam(b1, b2, eps, groups=groups), learning_rate,
+          kind=transport, rescale=rescale, eps=eps, groups=groups,
+      ),
+  )
+  return fused_moment_transport(
+      composition, learning_rate, first="mu", decay=b1, gain=1 - b1, adam=(b2, eps),
+      weight_decay=weight_decay, kind=transport, rescale=rescale, eps=eps,
+      groups=groups, who=who,
+  )
 
 
 def adams(
@@ -158,8 +177,15 @@ def sgdmrt(
   check_nonnegative(who, "weight_decay", weight_decay)
   if not callable(learning_rate):
     check_nonnegative(who, "learning_rate", learning_rate)
-  step = transport_moments(
-      optax.trace(decay=momentum), learning_rate, kind="reference", rescale=rescale,
-      first_moments=("trace",), second_moments=(), groups=groups,
+  composition = optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      transport_moments(
+          optax.trace(decay=momentum), learning_rate, kind="reference", rescale=rescale,
+          first_moments=("trace",), second_moments=(), groups=groups,
+      ),
   )
-  return optax.chain(optax.add_decayed_weights(weight_decay), step)
+  return fused_moment_transport(
+      composition, learning_rate, first="trace", decay=momentum, gain=1.0, adam=None,
+      weight_decay=weight_decay, kind="reference", rescale=rescale, eps=0.0,
+      groups=groups, who=who,
+  )

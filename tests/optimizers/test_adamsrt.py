@@ -212,3 +212,31 @@ def test_works_inside_optax_masked():
   alone = spherax.adamsrt(0.1)
   want, _ = alone.update({"w": grads["w"]}, alone.init({"w": params["w"]}), {"w": params["w"]})
   np.testing.assert_allclose(updates["w"], want["w"], rtol=1e-6)
+
+
+def _group_adam_then(lr, **kwargs):
+  return spherax.transport_moments(spherax.scale_by_group_adam(B1, B2, EPS), lr, eps=EPS, **kwargs)
+
+
+FUSED_VS_COMPOSITION = {
+    "rescale_only": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, WD, transport=None),
+                     lambda lr: _group_adam_then(lr, kind=None)),
+    "adamsrt": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, WD), _group_adam_then),
+    "parallel": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, WD, transport="parallel"),
+                 lambda lr: _group_adam_then(lr, kind="parallel")),
+    "sgdmrt": (lambda lr: spherax.sgdmrt(lr, 0.9, WD),
+               lambda lr: spherax.transport_moments(
+                   optax.trace(0.9), lr, first_moments=("trace",), second_moments=())),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUSED_VS_COMPOSITION))
+def test_fused_step_equals_the_public_composition(problem, name):
+  """The named optimizers' one-pass update = coupled L2 then transport_moments(inner)."""
+  fused, inner = FUSED_VS_COMPOSITION[name]
+  lr = optax.linear_schedule(LR, LR / 2, 4)
+  problem.num_steps = 6
+  with jax.enable_x64(True):
+    got = problem.run_spherax(fused(lr))
+    want = problem.run_spherax(optax.chain(optax.add_decayed_weights(WD), inner(lr)))
+  problem.assert_close(got, want, 1e-9)

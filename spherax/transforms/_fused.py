@@ -1,0 +1,143 @@
+"""AdamSRT / SGDMRT in three element-wise passes, and :func:`hoist` (shared).
+
+Why a fused path: the public composition (``add_decayed_weights``, then
+:func:`spherax.transport_moments` around :func:`spherax.scale_by_group_adam` or
+``optax.trace``) materialises ``g + λx``, the new moment, the direction ``s``
+and the transported moment, reducing several of them. Here, per group, with
+``g' = g + λx``, the moment ``m' = a m + b g'`` (AdamSRT: ``a, b = β1, 1 − β1``;
+SGDMRT: ``μ, 1``) and the direction ``s = c m'`` (``c`` one scalar per group;
+AdamSRT: ``sqrt(d) / ((1 − β1^t)(sqrt(v'/(1 − β2^t)) + ε))`` with
+``v' = β2 v + (1 − β2)||g'||²``; SGDMRT: 1), REFERENCE §3:
+
+* ``||g'||²`` and ``||x||²`` are reductions of the raw inputs (``g'`` is never
+  written: XLA:CPU reduces an element-wise expression of its entry arrays in one
+  fast pass);
+* ``m'`` is written once and reduced to ``<x, m'>`` and ``||m'||²``;
+* ``<x, s> = c <x, m'>``, ``||s||² = c² ||m'||²``, ``<m', s> = c ||m'||²``, which
+  :func:`spherax.transforms.transport.moved_moment_coefficients` turns into the
+  moved moment ``α m' + β x + γ s``;
+* two element-wise passes write ``−η c m'`` and ``(α + γc) m' + β x``.
+
+Writing ``m'`` once matters: XLA:CPU otherwise recomputes it in both output
+passes, which then both read the donated ``x`` and ``m`` and force copies of
+them. The state is the composition's, so the two are interchangeable (the
+tests check they agree to 1e-9 in float64).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from spherax import geometry, groups as groups_lib
+from spherax.transforms.transport import moved_moment_coefficients
+
+
+def hoist(*stats: jax.Array) -> tuple[jax.Array, ...]:
+  """The per-group ``stats`` (same shape), unchanged, computed once per group.
+
+  XLA:CPU fuses the scalar math that turns reductions into coefficients
+  (``sqrt``, ``cos``, guarded divisions) into the element-wise loop that
+  broadcasts them, re-evaluating it for every element (measured 7× slower
+  for one ``cos``). Adding a zero slab and reducing over it is an exact
+  identity that XLA does not fuse into a consumer, so the coefficients are
+  written once and the big loop only reads them.
+  """
+  stacked = jnp.stack(jnp.broadcast_arrays(*stats))
+  out = jnp.sum(jnp.stack([stacked, jnp.zeros_like(stacked)]), axis=0)
+  return tuple(out)
+
+
+def fused_moment_transport(
+    composition: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    first: str,
+    decay: Any,
+    gain: Any,
+    adam: tuple[Any, Any] | None,
+    weight_decay: Any,
+    kind: str | None,
+    rescale: bool,
+    eps: Any,
+    groups: Any,
+    who: str,
+) -> optax.GradientTransformationExtraArgs:
+  """``composition`` = ``chain(add_decayed_weights(λ), transport_moments(inner, ...))``
+  computed in one pass; ``inner``'s state has the moment field ``first`` and, when
+  ``adam = (β2, ε_adam)``, is a :class:`spherax.GroupAdamState` (``nu``, ``count``).
+  ``m' = decay·m + gain·g'``.
+  """
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(f"{who}: update needs params (pass params=... to update)")
+    wd_state, tstate = state
+    inner = tstate.inner
+    lr = learning_rate(tstate.count) if callable(learning_rate) else learning_rate
+    layouts = groups_lib.resolve(groups, params, who=who)
+    treedef = jax.tree.structure(params)
+    if adam is not None:
+      b2, adam_eps = adam
+      count = optax.safe_increment(inner.count)
+      bc1, bc2 = 1 - decay**count, 1 - b2**count
+      nus = treedef.flatten_up_to(inner.nu)
+    else:
+      nus = [None] * treedef.num_leaves
+    out_u, out_m, out_v = [], [], []
+    for layout, x, g, m, v in zip(
+        layouts, jax.tree.leaves(params), treedef.flatten_up_to(updates),
+        treedef.flatten_up_to(getattr(inner, first)), nus,
+    ):
+      dtype = geometry.compute_dtype(x, g, m)
+      x32, g32, m32 = x.astype(dtype), g.astype(dtype), m.astype(dtype)
+      if layout is None:  # element-wise Adam / SGD-M with coupled L2
+        m_new = decay * m32 + gain * (g32 + weight_decay * x32)
+        if adam is None:
+          s = m_new
+        else:
+          v = b2 * v + (1 - b2) * jnp.square(g32 + weight_decay * x32)
+          s = m_new / bc1 * geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(v / bc2) + adam_eps)
+        out_u.append((-lr * s).astype(g.dtype))
+        out_m.append(m_new.astype(m.dtype))
+        out_v.append(v)
+        continue
+      dot = lambda a, b: geometry.dot(a, b, layout)  # noqa: E731
+      g_l2 = g32 + weight_decay * x32  # g': only inside this reduction (one fast pass)
+      xx, gsq = dot(x32, x32), dot(g_l2, g_l2)
+      if adam is None:
+        c = jnp.ones_like(xx)
+      else:
+        v = b2 * v + (1 - b2) * gsq
+        d = jnp.sqrt(jnp.asarray(layout.group_size, dtype))
+        c = geometry.safe_div(d, jnp.sqrt(v / bc2) + adam_eps) / bc1
+      # The moved moment is coef_mp m' + coef_x x.
+      # m' written without g' so that g' is never materialised.
+      m_prime = decay * m32 + gain * g32 + (gain * weight_decay) * x32
+      coef_mp, coef_x = jnp.ones_like(xx), jnp.zeros_like(xx)
+      if layout.group_size >= 2:  # a one-element group is not moved
+        xm, mm = dot(m_prime, x32), dot(m_prime, m_prime)  # <x, m'>, ||m'||²
+        alpha, beta, gamma, ratio = moved_moment_coefficients(
+            xx, c * xm, c * c * mm, xm, c * mm, lr, kind, rescale, eps)
+        coef_mp, coef_x = alpha + gamma * c, beta
+        if rescale and adam is not None:
+          v = v * ratio
+      e = lambda s: geometry.expand(s, layout)  # noqa: E731
+      step, coef_mp, coef_x = hoist(-lr * c, coef_mp, coef_x)
+      out_u.append((e(step) * m_prime).astype(g.dtype))
+      out_m.append((e(coef_mp) * m_prime + e(coef_x) * x32).astype(m.dtype))
+      out_v.append(v)
+    moments = jax.tree.unflatten(treedef, out_m)
+    if adam is None:
+      inner = inner._replace(**{first: moments})
+    else:
+      nu = jax.tree.unflatten(treedef, [v.astype(old.dtype) for v, old in zip(out_v, nus)])
+      inner = inner._replace(count=count, **{first: moments, "nu": nu})
+    tstate = tstate._replace(count=optax.safe_increment(tstate.count), inner=inner)
+    return jax.tree.unflatten(treedef, out_u), (wd_state, tstate)
+
+  return optax.GradientTransformationExtraArgs(composition.init, update_fn)
