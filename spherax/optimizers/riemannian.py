@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from spherax import geometry, groups as groups_lib
+from spherax.transforms._fused import hoist
 from spherax.transforms.group_moment import check_beta, check_nonnegative
 
 __all__ = ["RiemannianState", "adamg", "sgdg", "adagradg"]
@@ -87,27 +88,50 @@ def _sphere_transform(who, groups, learning_rate, *, has_mu, has_nu, init_nu, st
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _unit_and_tangent(layout, x, g, clip_norm):
-  """``y = x/||x||`` and ``h = g − <y, g> y``, clipped to ``clip_norm`` per unit."""
-  dtype = geometry.compute_dtype(x, g)
-  y = geometry.retract(x.astype(dtype), 1.0, layout)
-  h = geometry.tangent(g.astype(dtype), y, layout)
+def _geodesic_step(layout, x, g, m, clip_norm, decay, gain, sigma):
+  """One step along a great circle, from dot products of the raw ``x``, ``g``, ``m``.
+
+  With ``y = x/||x||``, ``h = κ(g − <y, g> y)`` (``κ`` clips ``||h||`` to
+  ``clip_norm``), the moment ``m' = decay·m + gain·h`` and the tangent step
+  ``Δ = σ m'`` (``sigma(||h||²)`` gives the per-group ``σ``), returns
+  ``x' = exp_y(Δ) = cos||Δ|| y + sin||Δ|| Δ/||Δ||`` and ``m'`` parallel-transported
+  along ``Δ``: ``m' − <ŵ, m'>(sin||Δ|| y + (1 − cos||Δ||) ŵ)``, ``ŵ = Δ/||Δ||``
+  (REFERENCE §3, AdamG), plus ``||h||²``.
+
+  Statistics: ``gg, gx, xx`` (reductions of the raw inputs) give, with
+  ``p = gx/xx``, ``h = κ(g − p x)`` and ``||h||² = κ²(gg − p gx)``; ``m'`` is
+  formed once and reduced to ``||m'||²``, then ``||Δ|| = |σ| ||m'||`` and
+  ``<ŵ, m'> = σ ||m'||²/||Δ||``, and the new point and moment are combinations
+  of ``x`` and ``m'`` (neither ``y``, ``h``, ``Δ`` nor ``ŵ`` is formed). Reducing
+  ``m'`` makes XLA:CPU write it once instead of recomputing it in both output
+  passes (which would force copies of the donated ``x`` and ``m``).
+  """
+  dtype = geometry.compute_dtype(x, g, m)
+  x, g, m = x.astype(dtype), g.astype(dtype), m.astype(dtype)
+  dot = lambda a, b: geometry.dot(a, b, layout)  # noqa: E731
+  e = lambda stat: geometry.expand(stat, layout)  # noqa: E731
+  gx, xx = dot(g, x), dot(x, x)
+  p = geometry.safe_div(gx, xx)
+  hh = jnp.maximum(dot(g, g) - p * gx, 0)
+  kappa = jnp.ones_like(hh)
   if clip_norm is not None:
-    size = geometry.norm(h, layout)
-    h = h * geometry.expand(jnp.minimum(1.0, geometry.safe_div(clip_norm, size) + (size == 0)), layout)
-  return y, h
-
-
-def _move_along(layout, y, delta, m):
-  """``exp_y(Δ)`` and ``m`` parallel-transported along ``Δ`` (REFERENCE §3, AdamG):
-  ``m ← m − <ŵ, m>(sin||Δ|| y + (1 − cos||Δ||) ŵ)``, ``ŵ = Δ/||Δ||``."""
-  size = geometry.norm(delta, layout)
-  w = delta * geometry.expand(geometry.safe_div(jnp.ones((), size.dtype), size), layout)
-  wm = geometry.dot(w, m, layout)
-  m = m - geometry.expand(wm, layout) * (
-      geometry.expand(jnp.sin(size), layout) * y + geometry.expand(1 - jnp.cos(size), layout) * w
-  )
-  return geometry.exp_map(y, delta, layout), m
+    size = jnp.sqrt(hh)
+    kappa = jnp.minimum(1.0, geometry.safe_div(clip_norm, size) + (size == 0))
+  hh = kappa * kappa * hh
+  s = sigma(hh)
+  a_g, a_x = hoist(gain * kappa, -gain * kappa * p)
+  m_new = decay * m + e(a_g) * g + e(a_x) * x
+  mm = dot(m_new, m_new)  # reducing m' materialises it once for both outputs
+  size = jnp.abs(s) * jnp.sqrt(mm)  # ||Δ||
+  cos, sin = jnp.cos(size), jnp.sin(size)
+  w_coef = geometry.safe_div(s, size)  # ŵ = w_coef m'
+  wm = w_coef * mm  # <ŵ, m'>
+  sinc = geometry.safe_div(sin, size) + (size == 0)
+  inv_r = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(xx))
+  x_x, x_m, m_m, m_x = hoist(cos * inv_r, sinc * s, 1 - wm * (1 - cos) * w_coef, -wm * sin * inv_r)
+  x_new = e(x_x) * x + e(x_m) * m_new
+  m_moved = e(m_m) * m_new + e(m_x) * x
+  return x_new, m_moved, hh
 
 
 def _check_common(who, learning_rate, weight_decay):
@@ -154,14 +178,14 @@ def adamg(
   check_nonnegative(who, "eps", eps)
 
   def step(layout, x, g, mu, nu, lr, count):
-    y, h = _unit_and_tangent(layout, x, g, clip_norm)
-    m = b1 * mu.astype(h.dtype) + (1 - b1) * h
-    v = b2 * nu + (1 - b2) * geometry.sqnorm(h, layout)
     size = lr * jnp.sqrt(1 - b2**count) / (1 - b1**count)
-    scale = geometry.safe_div(jnp.asarray(size, v.dtype), jnp.sqrt(v + eps))
-    delta = -geometry.expand(scale, layout) * m
-    x_new, m = _move_along(layout, y, delta, m)
-    return x_new, m, v
+    new_nu = lambda hh: b2 * nu + (1 - b2) * hh  # noqa: E731
+
+    def sigma(hh):  # Δ = −size · m' / sqrt(v + ε)
+      return -geometry.safe_div(jnp.asarray(size, nu.dtype), jnp.sqrt(new_nu(hh) + eps))
+
+    x_new, m, hh = _geodesic_step(layout, x, g, mu, clip_norm, b1, 1 - b1, sigma)
+    return x_new, m, new_nu(hh)
 
   sphere = _sphere_transform(who, groups, learning_rate, has_mu=True, has_nu=True, init_nu=0.0, step=step)
   flat = optax.chain(
@@ -204,9 +228,8 @@ def sgdg(
 
   def step(layout, x, g, mu, nu, lr, count):
     del nu, count
-    y, h = _unit_and_tangent(layout, x, g, clip_norm)
-    mom = momentum * mu.astype(h.dtype) - lr * h
-    x_new, mom = _move_along(layout, y, mom, mom)
+    x_new, mom, _ = _geodesic_step(
+        layout, x, g, mu, clip_norm, momentum, -lr, lambda hh: jnp.ones_like(hh))
     return x_new, mom, None
 
   sphere = _sphere_transform(who, groups, learning_rate, has_mu=True, has_nu=False, init_nu=0.0, step=step)
@@ -258,11 +281,15 @@ def adagradg(
 
   def step(layout, x, g, mu, nu, lr, count):
     del mu, count
+    # ||x̂||² = xx − 2k gx + k² gg with k = η/sqrt(v): reductions of g, x only.
     dtype = geometry.compute_dtype(x, g)
-    g = g.astype(dtype)
-    scale = geometry.safe_div(jnp.asarray(lr, dtype), jnp.sqrt(nu))
-    x_hat = x.astype(dtype) - geometry.expand(scale, layout) * g
-    return geometry.retract(x_hat, 1.0, layout), None, decay * nu + geometry.sqnorm(g, layout)
+    x, g = x.astype(dtype), g.astype(dtype)
+    gg, gx, xx = (geometry.dot(a, b, layout) for a, b in ((g, g), (g, x), (x, x)))
+    k = geometry.safe_div(jnp.asarray(lr, dtype), jnp.sqrt(nu))
+    inv = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(jnp.maximum(xx - 2 * k * gx + k * k * gg, 0)))
+    inv, step = hoist(inv, -inv * k)
+    x_new = geometry.expand(inv, layout) * x + geometry.expand(step, layout) * g
+    return x_new, None, decay * nu + gg
 
   sphere = _sphere_transform(
       who, groups, learning_rate, has_mu=False, has_nu=True,
