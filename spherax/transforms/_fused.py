@@ -16,11 +16,14 @@ AdamSRT: ``sqrt(d) / ((1 − β1^t)(sqrt(v'/(1 − β2^t)) + ε))`` with
 * ``<x, s> = c <x, m'>``, ``||s||² = c² ||m'||²``, ``<m', s> = c ||m'||²``, which
   :func:`spherax.transforms.transport.moved_moment_coefficients` turns into the
   moved moment ``α m' + β x + γ s``;
-* two element-wise passes write ``−η c m'`` and ``(α + γc) m' + β x``.
+* two element-wise passes write the update ``u = −η c m'`` (``x' = x + u``) and
+  the moment ``(α + γc + βηc) m' + β x'`` (``= (α + γc) m' + β x``).
 
 Writing ``m'`` once matters: XLA:CPU otherwise recomputes it in both output
 passes, which then both read the donated ``x`` and ``m`` and force copies of
-them. The state is the composition's, so the two are interchangeable (the
+them. Writing the moment from ``x'`` rather than ``x`` orders the two passes
+(the moment's reads ``x'``), so ``x`` is updated in place: without it XLA
+copied every kernel (16 ms of a 95 ms AdamSRT step on ResNet-50). The state is the composition's, so the two are interchangeable (the
 tests check they agree to 1e-9 in float64).
 """
 
@@ -127,9 +130,11 @@ def fused_moment_transport(
         if rescale and adam is not None:
           v = v * ratio
       e = lambda s: geometry.expand(s, layout)  # noqa: E731
-      step, coef_mp, coef_x = hoist(-lr * c, coef_mp, coef_x)
-      out_u.append((e(step) * m_prime).astype(g.dtype))
-      out_m.append((e(coef_mp) * m_prime + e(coef_x) * x32).astype(m.dtype))
+      step, coef_mp, coef_x = hoist(-lr * c, coef_x * lr * c + coef_mp, coef_x)
+      u = (e(step) * m_prime).astype(g.dtype)
+      x_new = (x + u).astype(dtype)
+      out_u.append(u)
+      out_m.append((e(coef_mp) * m_prime + e(coef_x) * x_new).astype(m.dtype))
       out_v.append(v)
     moments = jax.tree.unflatten(treedef, out_m)
     if adam is None:
