@@ -48,6 +48,11 @@ def hoist(*stats: jax.Array) -> tuple[jax.Array, ...]:
   for one ``cos``). Adding a zero slab and reducing over it is an exact
   identity that XLA does not fuse into a consumer, so the coefficients are
   written once and the big loop only reads them.
+
+  >>> import jax.numpy as jnp
+  >>> a, b = hoist(jnp.array([[1.0, -2.0]]), jnp.array([[0.5, 0.0]]))
+  >>> a.tolist(), b.tolist()
+  ([[1.0, -2.0]], [[0.5, 0.0]])
   """
   stacked = jnp.stack(jnp.broadcast_arrays(*stats))
   out = jnp.sum(jnp.stack([stacked, jnp.zeros_like(stacked)]), axis=0)
