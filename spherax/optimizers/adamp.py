@@ -12,6 +12,11 @@ update ``p`` loses its radial part per group of that view,
 multiplied by ``wd_ratio``. The choice is data-dependent and made with
 ``jnp.where``; the whole-tensor statistics are sums of the per-group ones.
 
+Speed: the per-group dots ``<g, x>``, ``||g||²``, ``||x||²`` are reductions of raw
+inputs; for SGDP ``p`` is linear in ``g`` and ``buf``, so ``<x, p>`` comes from
+``<x, g>`` and ``<x, buf>`` too (AdamP's ``<x, p>`` needs the Adam ratio itself).
+The projection then rides in the one element-wise pass that writes the update.
+
 AdamP: ``m ← β1 m + (1−β1) g``, ``v ← β2 v + (1−β2) g²``,
 ``p = m / (sqrt(v)/sqrt(1−β2^t) + ε)`` (Nesterov: ``(β1 m + (1−β1) g)/…``),
 projected; ``x ← x (1 − η λ w) − η/(1−β1^t) · p`` (``w`` = ``wd_ratio`` or 1;
