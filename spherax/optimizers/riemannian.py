@@ -104,7 +104,11 @@ def _geodesic_step(layout, x, g, m, clip_norm, decay, gain, sigma):
   ``<ŵ, m'> = σ ||m'||²/||Δ||``, and the new point and moment are combinations
   of ``x`` and ``m'`` (neither ``y``, ``h``, ``Δ`` nor ``ŵ`` is formed). Reducing
   ``m'`` makes XLA:CPU write it once instead of recomputing it in both output
-  passes (which would force copies of the donated ``x`` and ``m``).
+  passes (which forced copies of the donated ``x`` and ``m``); the per-group
+  coefficients (``cos``, ``sin``, divisions) are hoisted out of the element-wise
+  loops (:func:`spherax.transforms._fused.hoist`). Both output passes still
+  read ``x``, so XLA copies ``x`` once: expressing the moment through the new
+  point instead would divide by ``cos||Δ||``.
   """
   dtype = geometry.compute_dtype(x, g, m)
   x, g, m = x.astype(dtype), g.astype(dtype), m.astype(dtype)
