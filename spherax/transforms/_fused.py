@@ -115,12 +115,12 @@ def fused_moment_transport(
         out_v.append(v)
         continue
       dot = lambda a, b: geometry.dot(a, b, layout)  # noqa: E731
-      g_l2 = g32 + weight_decay * x32  # g': only inside this reduction (one fast pass)
-      xx, gsq = dot(x32, x32), dot(g_l2, g_l2)
+      xx = dot(x32, x32)
       if adam is None:
         c = jnp.ones_like(xx)
       else:
-        v = b2 * v + (1 - b2) * gsq
+        g_l2 = g32 + weight_decay * x32  # g': only inside this reduction (one fast pass)
+        v = b2 * v + (1 - b2) * dot(g_l2, g_l2)
         d = jnp.sqrt(jnp.asarray(layout.group_size, dtype))
         c = geometry.safe_div(d, jnp.sqrt(v / bc2) + adam_eps) / bc1
       # The moved moment is coef_mp m' + coef_x x.
