@@ -29,7 +29,6 @@ import importlib.util
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest

@@ -24,3 +24,16 @@ from spherax.diagnostics.tracker import (
     track_dynamics,
 )
 from spherax.diagnostics.detect import detect_groups
+
+__all__ = [
+    "angular_update",
+    "detect_groups",
+    "effective_learning_rate",
+    "grad_cosine",
+    "radial_component",
+    "rms_update",
+    "summaries",
+    "track_dynamics",
+    "TrackDynamicsState",
+    "weight_norm",
+]

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from spherax._checks import require_params
 from spherax import geometry, groups as groups_lib
 
 __all__ = ["METRICS", "STATS", "TrackDynamicsState", "track_dynamics", "summaries"]
@@ -126,8 +127,7 @@ def track_dynamics(
     )
 
   def update_fn(updates, state, params=None, **extra_args):
-    if params is None:
-      raise ValueError("track_dynamics: update needs params (the weights x)")
+    require_params("track_dynamics", params)
     new_updates, inner_state = inner.update(
         updates, state.inner_state, params, **extra_args
     )

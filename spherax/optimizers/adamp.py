@@ -43,16 +43,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spherax._checks import check_beta, check_nonnegative, require_params
 from spherax import geometry
 from spherax import groups as groups_lib
 
 __all__ = ["adamp", "sgdp", "AdamPState", "SGDPState", "project_if_scale_invariant"]
-
-
-def _check(who, name, value, low, high=None):
-  if isinstance(value, (int, float)) and (value < low or (high is not None and value >= high)):
-    hi = f"{high})" if high is not None else "inf)"
-    raise ValueError(f"{who}: {name} must be in [{low}, {hi}, got {value}")
 
 
 def _projection_coef(layout, gx, gg, xx, xp, size, delta, eps):
@@ -131,9 +126,9 @@ def adamp(
   for ``ndim >= 2``; ``None`` leaves are never projected)."""
   for name, value in (("learning_rate", learning_rate), ("eps", eps),
                       ("weight_decay", weight_decay), ("delta", delta), ("wd_ratio", wd_ratio)):
-    _check("adamp", name, value, 0.0)
-  _check("adamp", "b1", b1, 0.0, 1.0)
-  _check("adamp", "b2", b2, 0.0, 1.0)
+    check_nonnegative("adamp", name, value)
+  check_beta("adamp", "b1", b1)
+  check_beta("adamp", "b2", b2)
 
   def init_fn(params):
     groups_lib.resolve(groups, params, who="adamp")
@@ -141,8 +136,7 @@ def adamp(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError("adamp needs params in update()")
+    require_params("adamp", params)
     layouts = groups_lib.resolve(groups, params, who="adamp")
     treedef = jax.tree.structure(params)
     count = optax.safe_int32_increment(state.count)
@@ -185,8 +179,8 @@ def sgdp(
   """SGDP (REFERENCE §6): SGD-momentum (no dampening) with the AdamP projection."""
   for name, value in (("learning_rate", learning_rate), ("eps", eps),
                       ("weight_decay", weight_decay), ("delta", delta), ("wd_ratio", wd_ratio)):
-    _check("sgdp", name, value, 0.0)
-  _check("sgdp", "momentum", momentum, 0.0, 1.0)
+    check_nonnegative("sgdp", name, value)
+  check_beta("sgdp", "momentum", momentum)
 
   def init_fn(params):
     groups_lib.resolve(groups, params, who="sgdp")
@@ -194,8 +188,7 @@ def sgdp(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError("sgdp needs params in update()")
+    require_params("sgdp", params)
     count, trace = state
     layouts = groups_lib.resolve(groups, params, who="sgdp")
     treedef = jax.tree.structure(params)

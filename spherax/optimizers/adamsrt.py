@@ -17,7 +17,8 @@ from typing import Any
 import optax
 
 from spherax.transforms._fused import fused_moment_transport
-from spherax.transforms.group_moment import check_beta, check_nonnegative, scale_by_group_adam
+from spherax._checks import check_beta, check_nonnegative
+from spherax.transforms.group_moment import scale_by_group_adam
 from spherax.transforms.transport import transport_moments
 
 __all__ = ["adams", "adamsrt", "sgdmrt"]

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spherax._checks import check_beta, check_nonnegative, require_params
 from spherax import geometry
 from spherax import groups as groups_lib
 
@@ -66,10 +67,8 @@ def nero(
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Nero. ``constraints=False`` skips the centring and normalisation of groups."""
-  if isinstance(learning_rate, (int, float)) and learning_rate < 0:
-    raise ValueError(f"nero: learning_rate must be >= 0, got {learning_rate}")
-  if isinstance(b2, (int, float)) and not 0.0 <= b2 < 1.0:
-    raise ValueError(f"nero: b2 must be in [0, 1), got {b2}")
+  check_nonnegative("nero", "learning_rate", learning_rate)
+  check_beta("nero", "b2", b2)
 
   def layouts_of(params):
     return groups_lib.resolve(groups, params, min_group_size=2, who="nero")
@@ -92,8 +91,7 @@ def nero(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError("nero needs params in update()")
+    require_params("nero", params)
     layouts = layouts_of(params)
     treedef = jax.tree.structure(params)
     first = state.count == 0

@@ -17,7 +17,7 @@ import optax
 
 from spherax import geometry, groups as groups_lib
 from spherax.transforms._fused import hoist
-from spherax.transforms.group_moment import check_beta, check_nonnegative
+from spherax._checks import check_beta, check_nonnegative, require_params
 
 __all__ = ["RiemannianState", "adamg", "sgdg", "adagradg"]
 
@@ -63,8 +63,7 @@ def _sphere_transform(who, groups, learning_rate, *, has_mu, has_nu, init_nu, st
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError(f"{who}: update needs params (pass params=... to update)")
+    require_params(who, params)
     layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
     count = optax.safe_increment(state.count)

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spherax._checks import check_beta, check_nonnegative, check_range, require_params
 from spherax.transforms.rotational import rotational_wrapper
 
 __all__ = [
@@ -50,23 +51,10 @@ __all__ = [
 ]
 
 
-def _check(who: str, name: str, value: Any, low: float, high: float | None = None,
-           low_open: bool = False) -> None:
-  if not isinstance(value, (int, float)):
-    return
-  bad = value <= low if low_open else value < low
-  if high is not None:
-    bad = bad or value >= high
-  if bad:
-    rng = f"({low}, " if low_open else f"[{low}, "
-    rng += f"{high})" if high is not None else "inf)"
-    raise ValueError(f"{who}: {name} must be in {rng}, got {value}")
-
-
 def _check_rv(who, learning_rate, weight_decay, rms_decay):
-  _check(who, "learning_rate", learning_rate, 0.0)
-  _check(who, "weight_decay", weight_decay, 0.0, low_open=True)
-  _check(who, "rms_decay", rms_decay, 0.0, 1.0)
+  check_nonnegative(who, "learning_rate", learning_rate)
+  check_range(who, "weight_decay", weight_decay, 0.0, low_open=True)
+  check_beta(who, "rms_decay", rms_decay)
 
 
 def adamw_angular_rate(learning_rate, weight_decay, b1):
@@ -119,8 +107,8 @@ def rotational(
   >>> bool(jnp.isfinite(updates['w']).all())
   True
   """
-  _check("rotational", "learning_rate", learning_rate, 0.0)
-  _check("rotational", "weight_decay", weight_decay, 0.0)
+  check_nonnegative("rotational", "learning_rate", learning_rate)
+  check_nonnegative("rotational", "weight_decay", weight_decay)
   if nonrotational is None:
     nonrotational = optax.chain(
         direction,
@@ -150,9 +138,9 @@ def rv_adamw(
   Non-rotational leaves get ``optax.adamw`` with the same hyperparameters.
   """
   _check_rv("rv_adamw", learning_rate, weight_decay, rms_decay)
-  _check("rv_adamw", "b1", b1, 0.0, 1.0)
-  _check("rv_adamw", "b2", b2, 0.0, 1.0)
-  _check("rv_adamw", "eps", eps, 0.0)
+  check_beta("rv_adamw", "b1", b1)
+  check_beta("rv_adamw", "b2", b2)
+  check_nonnegative("rv_adamw", "eps", eps)
   return rotational_wrapper(
       optax.scale_by_adam(b1, b2, eps),
       optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay),
@@ -179,7 +167,7 @@ def rv_sgdm(
   ``buf ← α buf + g + λx``, ``x ← x − η buf``.
   """
   _check_rv("rv_sgdm", learning_rate, weight_decay, rms_decay)
-  _check("rv_sgdm", "momentum", momentum, 0.0, 1.0)
+  check_beta("rv_sgdm", "momentum", momentum)
   direction = optax.trace(momentum, nesterov)
   nonrot = optax.chain(
       optax.add_decayed_weights(weight_decay),
@@ -208,8 +196,8 @@ def rv_lion(
   Non-rotational leaves get ``optax.lion`` with the same hyperparameters.
   """
   _check_rv("rv_lion", learning_rate, weight_decay, rms_decay)
-  _check("rv_lion", "b1", b1, 0.0, 1.0)
-  _check("rv_lion", "b2", b2, 0.0, 1.0)
+  check_beta("rv_lion", "b1", b1)
+  check_beta("rv_lion", "b2", b2)
   return rotational_wrapper(
       optax.scale_by_lion(b1, b2),
       optax.lion(learning_rate, b1, b2, weight_decay=weight_decay),
@@ -244,8 +232,7 @@ def scale_by_adam_l2_share(
     )
 
   def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("scale_by_adam_l2_share needs params in update()")
+    require_params('scale_by_adam_l2_share', params)
     count = optax.safe_int32_increment(state.count)
     mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
     nu = jax.tree.map(
@@ -280,9 +267,9 @@ def rv_adam_l2(
   ``η̂_r = sqrt(2ηλ(1−β1)/(1+β1))`` (seed 004 §5).
   """
   _check_rv("rv_adam_l2", learning_rate, weight_decay, rms_decay)
-  _check("rv_adam_l2", "b1", b1, 0.0, 1.0)
-  _check("rv_adam_l2", "b2", b2, 0.0, 1.0)
-  _check("rv_adam_l2", "eps", eps, 0.0)
+  check_beta("rv_adam_l2", "b1", b1)
+  check_beta("rv_adam_l2", "b2", b2)
+  check_nonnegative("rv_adam_l2", "eps", eps)
   nonrot = optax.chain(
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_adam(b1, b2, eps),

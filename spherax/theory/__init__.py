@@ -15,3 +15,5 @@
 from spherax.theory import equilibrium
 from spherax.theory import smd
 from spherax.theory import spherical
+
+__all__ = ["equilibrium", "smd", "spherical"]

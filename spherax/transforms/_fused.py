@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spherax._checks import require_params
 from spherax import geometry, groups as groups_lib
 from spherax.transforms.transport import moved_moment_coefficients
 
@@ -82,8 +83,7 @@ def fused_moment_transport(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError(f"{who}: update needs params (pass params=... to update)")
+    require_params(who, params)
     wd_state, tstate = state
     inner = tstate.inner
     lr = learning_rate(tstate.count) if callable(learning_rate) else learning_rate

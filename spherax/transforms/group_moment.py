@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from spherax._checks import check_beta, check_nonnegative
 from spherax import geometry, groups as groups_lib
 
 __all__ = ["GroupAdamState", "scale_by_group_adam"]
-
-
-def check_beta(who: str, name: str, value: Any) -> None:
-  """Raises ``ValueError`` unless ``0 <= value < 1`` (checked for Python numbers only)."""
-  if isinstance(value, numbers.Real) and not 0.0 <= value < 1.0:
-    raise ValueError(f"{who}: {name} must be in [0, 1), got {value}")
-
-
-def check_nonnegative(who: str, name: str, value: Any) -> None:
-  """Raises ``ValueError`` if a Python number ``value`` is negative."""
-  if isinstance(value, numbers.Real) and not value >= 0.0:
-    raise ValueError(f"{who}: {name} must be >= 0, got {value}")
 
 
 class GroupAdamState(NamedTuple):

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spherax._checks import require_params
 from spherax import groups as groups_lib
 
 __all__ = ["rescale_norms_on_lr_drop", "RescaleOnDropState"]
@@ -68,8 +69,7 @@ def rescale_norms_on_lr_drop(
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError("rescale_norms_on_lr_drop needs params in update()")
+    require_params("rescale_norms_on_lr_drop", params)
     layouts = groups_lib.resolve(groups, params, who="rescale_norms_on_lr_drop")
     float_dtype = jnp.result_type(float)  # float64 under jax_enable_x64
     now = jnp.asarray(learning_rate(state.count), float_dtype)

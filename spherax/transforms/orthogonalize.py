@@ -11,6 +11,7 @@ from typing import Any
 
 import optax
 
+from spherax._checks import require_params
 from spherax import geometry, groups as groups_lib
 
 __all__ = ["orthogonalize"]
@@ -47,8 +48,7 @@ def orthogonalize(groups: Any = None) -> optax.GradientTransformationExtraArgs:
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError("orthogonalize: update needs params (pass params=... to update)")
+    require_params("orthogonalize", params)
     layouts = groups_lib.resolve(groups, params, min_group_size=2, who="orthogonalize")
 
     def project(layout, q, x):

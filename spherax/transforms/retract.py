@@ -6,9 +6,9 @@ import numbers
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 
+from spherax._checks import require_params
 from spherax import geometry, groups as groups_lib
 
 __all__ = ["RetractState", "retract"]
@@ -73,8 +73,7 @@ def retract(norm: str | float = "initial", groups: Any = None) -> optax.Gradient
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
-    if params is None:
-      raise ValueError("retract: update needs params (pass params=... to update)")
+    require_params("retract", params)
     layouts = groups_lib.resolve(groups, params, min_group_size=2, who="retract")
     if initial:
       targets = state.norms

@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spherax._checks import check_beta, check_nonnegative, require_params
 from spherax import geometry
 from spherax import groups as groups_lib
 
@@ -81,11 +82,6 @@ class RotationalState(NamedTuple):
   rms: Any
   direction: optax.OptState
   nonrotational: optax.OptState
-
-
-def _check_unit_interval(name: str, value: Any) -> None:
-  if isinstance(value, (int, float)) and not 0.0 <= value < 1.0:
-    raise ValueError(f"rotational_wrapper: {name} must be in [0, 1), got {value}")
 
 
 def rotational_wrapper(
@@ -122,11 +118,9 @@ def rotational_wrapper(
     An optax transform whose update moves rotational params to ``x'`` (above).
     It needs ``params`` in ``update``.
   """
-  _check_unit_interval("rms_decay", rms_decay)
-  if isinstance(eps, (int, float)) and eps < 0:
-    raise ValueError(f"rotational_wrapper: eps must be >= 0, got {eps}")
-  if isinstance(learning_rate, (int, float)) and learning_rate < 0:
-    raise ValueError(f"rotational_wrapper: learning_rate must be >= 0, got {learning_rate}")
+  check_beta("rotational_wrapper", "rms_decay", rms_decay)
+  check_nonnegative("rotational_wrapper", "eps", eps)
+  check_nonnegative("rotational_wrapper", "learning_rate", learning_rate)
 
   def layouts_of(params):
     return groups_lib.resolve(groups, params, min_group_size=2, who="rotational_wrapper")
@@ -158,8 +152,7 @@ def rotational_wrapper(
     )
 
   def update_fn(updates, state, params=None, **extra_args):
-    if params is None:
-      raise ValueError("rotational_wrapper needs params in update()")
+    require_params("rotational_wrapper", params)
     layouts = layouts_of(params)
     treedef = jax.tree.structure(params)
     first = state.count == 0

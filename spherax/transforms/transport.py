@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spherax._checks import check_nonnegative, require_params
 from spherax import geometry, groups as groups_lib
-from spherax.transforms.group_moment import check_nonnegative
 
 __all__ = ["TransportState", "transport_moments"]
 
@@ -113,8 +113,7 @@ def transport_moments(
     return TransportState(count=jnp.zeros([], jnp.int32), inner=inner.init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
-    if params is None:
-      raise ValueError("transport_moments: update needs params (pass params=... to update)")
+    require_params("transport_moments", params)
     direction, inner_state = inner.update(updates, state.inner, params, **extra_args)
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
     layouts = groups_lib.resolve(groups, params, who=who)

@@ -5,7 +5,6 @@ import os
 
 import matplotlib.image
 import numpy as np
-import pytest
 
 from experiments import configs, plots, runner
 from experiments.configs import seed004_tables
