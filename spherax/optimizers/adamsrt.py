@@ -3,9 +3,9 @@
 Each optimizer is defined as a short chain: coupled L2 (``g ← g + λx``), then
 the moment transform wrapped by :func:`spherax.transport_moments`, which owns
 the learning rate because transporting the moments needs the new point
-``x' = x − η s``. With a transport or rescale (and per-group second moments)
-the returned transformation has that chain's state but computes its update in
-one pass (:mod:`spherax.transforms._fused`: every
+``x' = x − η s`` (AdamS: ``scale_by_group_adam`` then the learning rate). With
+per-group second moments the returned transformation has that chain's state but
+computes its update in one pass (:mod:`spherax.transforms._fused`: every
 per-group statistic from dot products of the raw ``g``, ``x``, ``m``), which is
 several times faster on CPU; the results agree to rounding.
 """
@@ -84,26 +84,18 @@ def adamsrt(
     )
   check_beta(who, "b1", b1)
   check_beta(who, "b2", b2)
-  if not group_moment or (transport is None and not rescale):
-    # Nothing to fuse with: element-wise second moments, or AdamS (no
-    # transport); measured, XLA already runs AdamS's chain well.
-    moments = (scale_by_group_adam(b1, b2, eps, groups=groups) if group_moment
-               else optax.scale_by_adam(b1, b2, eps))
-    check_nonnegative(who, "eps", eps)
-    if transport is None and not rescale:
-      step = optax.chain(moments, optax.scale_by_learning_rate(learning_rate))
-    else:
-      step = transport_moments(
-          moments, learning_rate, kind=transport, rescale=rescale, eps=eps, groups=groups
-      )
-    return optax.chain(optax.add_decayed_weights(weight_decay), step)
-  composition = optax.chain(
-      optax.add_decayed_weights(weight_decay),
-      transport_moments(
-          scale_by_group_adam(b1, b2, eps, groups=groups), learning_rate,
-          kind=transport, rescale=rescale, eps=eps, groups=groups,
-      ),
-  )
+  moments = (scale_by_group_adam(b1, b2, eps, groups=groups) if group_moment
+             else optax.scale_by_adam(b1, b2, eps))
+  check_nonnegative(who, "eps", eps)
+  if transport is None and not rescale:
+    step = optax.chain(moments, optax.scale_by_learning_rate(learning_rate))
+  else:
+    step = transport_moments(
+        moments, learning_rate, kind=transport, rescale=rescale, eps=eps, groups=groups
+    )
+  composition = optax.chain(optax.add_decayed_weights(weight_decay), step)
+  if not group_moment:  # element-wise second moments: nothing to fuse with
+    return composition
   return fused_moment_transport(
       composition, learning_rate, first="mu", decay=b1, gain=1 - b1, adam=(b2, eps),
       weight_decay=weight_decay, kind=transport, rescale=rescale, eps=eps,

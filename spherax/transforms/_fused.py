@@ -1,4 +1,4 @@
-"""AdamSRT / SGDMRT in three element-wise passes, and :func:`hoist` (shared).
+"""AdamS / AdamSRT / SGDMRT in two or three element-wise passes, and :func:`hoist` (shared).
 
 Why a fused path: the public composition (``add_decayed_weights``, then
 :func:`spherax.transport_moments` around :func:`spherax.scale_by_group_adam` or
@@ -18,6 +18,12 @@ AdamSRT: ``sqrt(d) / ((1 − β1^t)(sqrt(v'/(1 − β2^t)) + ε))`` with
   moved moment ``α m' + β x + γ s``;
 * two element-wise passes write the update ``u = −η c m'`` (``x' = x + u``) and
   the moment ``(α + γc + βηc) m' + β x'`` (``= (α + γc) m' + β x``).
+
+AdamS (no transport, no rescale) needs only ``||g'||²``: one reduction of the
+raw ``g``, ``x``, then one pass writing ``m'`` and ``u = −η c m'`` (measured
+on four (3, 3, 512, 512) kernels: 1.29× adamw, vs 2.78× for the chain, which
+materialises ``g'`` and reduces it). Its state is the chain's
+``(add_decayed_weights, (scale_by_group_adam, scale_by_learning_rate))``.
 
 Writing ``m'`` once matters: XLA:CPU otherwise recomputes it in both output
 passes, which then both read the donated ``x`` and ``m`` and force copies of
@@ -81,12 +87,18 @@ def fused_moment_transport(
   ``m' = decay·m + gain·g'``.
   """
 
+  moved = kind is not None or rescale
+
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     require_params(who, params)
-    wd_state, tstate = state
-    inner = tstate.inner
-    lr = learning_rate(tstate.count) if callable(learning_rate) else learning_rate
+    if moved:
+      wd_state, tstate = state
+      inner, lr_count = tstate.inner, tstate.count
+    else:  # chain(add_decayed_weights, chain(inner, scale_by_learning_rate))
+      wd_state, (inner, lr_state) = state
+      lr_count = lr_state.count if callable(learning_rate) else None  # else optax.scale's
+    lr = learning_rate(lr_count) if callable(learning_rate) else learning_rate
     layouts = groups_lib.resolve(groups, params, who=who)
     treedef = jax.tree.structure(params)
     if adam is not None:
@@ -123,9 +135,15 @@ def fused_moment_transport(
         v = b2 * v + (1 - b2) * dot(g_l2, g_l2)
         d = jnp.sqrt(jnp.asarray(layout.group_size, dtype))
         c = geometry.safe_div(d, jnp.sqrt(v / bc2) + adam_eps) / bc1
-      # The moved moment is coef_mp m' + coef_x x.
       # m' written without g' so that g' is never materialised.
       m_prime = decay * m32 + gain * g32 + (gain * weight_decay) * x32
+      if not moved:  # AdamS: one pass writes m' and the update (m' not reduced)
+        (step,) = hoist(-lr * c)
+        out_u.append((geometry.expand(step, layout) * m_prime).astype(g.dtype))
+        out_m.append(m_prime.astype(m.dtype))
+        out_v.append(v)
+        continue
+      # The moved moment is coef_mp m' + coef_x x.
       coef_mp, coef_x = jnp.ones_like(xx), jnp.zeros_like(xx)
       if layout.group_size >= 2:  # a one-element group is not moved
         xm, mm = dot(m_prime, x32), dot(m_prime, m_prime)  # <x, m'>, ||m'||²
@@ -147,7 +165,12 @@ def fused_moment_transport(
     else:
       nu = jax.tree.unflatten(treedef, [v.astype(old.dtype) for v, old in zip(out_v, nus)])
       inner = inner._replace(count=count, **{first: moments, "nu": nu})
+    updates = jax.tree.unflatten(treedef, out_u)
+    if not moved:
+      if lr_count is not None:
+        lr_state = lr_state._replace(count=optax.safe_increment(lr_count))
+      return updates, (wd_state, (inner, lr_state))
     tstate = tstate._replace(count=optax.safe_increment(tstate.count), inner=inner)
-    return jax.tree.unflatten(treedef, out_u), (wd_state, tstate)
+    return updates, (wd_state, tstate)
 
   return optax.GradientTransformationExtraArgs(composition.init, update_fn)

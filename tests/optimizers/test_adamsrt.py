@@ -219,6 +219,9 @@ def _group_adam_then(lr, **kwargs):
 
 
 FUSED_VS_COMPOSITION = {
+    "adams": (lambda lr: spherax.adams(lr, B1, B2, EPS, WD),
+              lambda lr: optax.chain(spherax.scale_by_group_adam(B1, B2, EPS),
+                                     optax.scale_by_learning_rate(lr))),
     "rescale_only": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, WD, transport=None),
                      lambda lr: _group_adam_then(lr, kind=None)),
     "adamsrt": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, WD), _group_adam_then),
