@@ -105,9 +105,10 @@ def _geodesic_step(layout, x, g, m, clip_norm, decay, gain, sigma):
   ``m'`` makes XLA:CPU write it once instead of recomputing it in both output
   passes (which forced copies of the donated ``x`` and ``m``); the per-group
   coefficients (``cos``, ``sin``, divisions) are hoisted out of the element-wise
-  loops (:func:`spherax.transforms._fused.hoist`). Both output passes still
-  read ``x``, so XLA copies ``x`` once: expressing the moment through the new
-  point instead would divide by ``cos||Δ||``.
+  loops (:func:`spherax.transforms._fused.hoist`). Both output passes read
+  ``x``; adding ``0·m_moved`` to the new point makes the point's pass run after
+  the moment's, so XLA updates the donated ``x`` in place instead of copying it
+  (the copy was 4.5 of 12 ms per (3, 3, 512, 512) kernel in SGDG).
   """
   dtype = geometry.compute_dtype(x, g, m)
   x, g, m = x.astype(dtype), g.astype(dtype), m.astype(dtype)
@@ -132,8 +133,10 @@ def _geodesic_step(layout, x, g, m, clip_norm, decay, gain, sigma):
   sinc = geometry.safe_div(sin, size) + (size == 0)
   inv_r = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(xx))
   x_x, x_m, m_m, m_x = hoist(cos * inv_r, sinc * s, 1 - wm * (1 - cos) * w_coef, -wm * sin * inv_r)
-  x_new = e(x_x) * x + e(x_m) * m_new
   m_moved = e(m_m) * m_new + e(m_x) * x
+  # 0·m_moved: an exact data dependency that orders the x pass after the moment
+  # pass, so XLA updates the donated x in place instead of copying it.
+  x_new = e(x_x) * x + e(x_m) * m_new + 0 * m_moved
   return x_new, m_moved, hh
 
 
