@@ -115,7 +115,10 @@ def adams(
   """AdamS, "Adam w/o (a)": Adam with coupled L2 and one second moment per group.
 
   ``adamsrt(..., transport=None, rescale=False)``: steps 1–3 of :func:`adamsrt`
-  (REFERENCE §3), no transport and no rescale.
+  (REFERENCE §3), no transport and no rescale. Per group the only statistic is
+  ``||g + λx||²``, one reduction of the raw ``g`` and ``x``; one element-wise
+  pass then writes ``m`` and the update (the state is that of
+  ``chain(add_decayed_weights(λ), scale_by_group_adam, scale_by_learning_rate)``).
 
   Example:
 
