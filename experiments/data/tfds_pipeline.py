@@ -19,6 +19,12 @@ Nothing is ever downloaded: data that is not prepared raises
 ``FileNotFoundError`` at once, saying how to prepare it
 (``tfds build cifar10 --file_format=array_record``; ImageNet needs the
 archives in ``<data_dir>/downloads/manual``).
+
+Why not Grain: the pipeline needs only what a random-access source plus NumPy
+already give (a seeded permutation per epoch, strided host shards, per-example
+augmentation), and the whole order is a pure function of ``(seed, epoch)``,
+which makes exact resume trivial. Grain's worker processes would pay off for
+ImageNet-scale decoding; adding it there is a contained change to this module.
 """
 
 from __future__ import annotations
