@@ -116,3 +116,25 @@ def test_tracker_needs_params():
   tx = diagnostics.track_dynamics(optax.sgd(0.1))
   with pytest.raises(ValueError, match="params"):
     tx.update(params, tx.init(params))
+
+
+def test_every_k_records_on_steps_0_k_2k_and_keeps_the_last_summary():
+  params = _params()
+  tx = diagnostics.track_dynamics(optax.sgd(0.1), SPECS, every=3)
+  step = jax.jit(tx.update)
+  state = tx.init(params)
+  recorded = {}
+  for t in range(5):
+    grads = _grads(params, 10 + t)
+    updates, state = step(grads, state, params)
+    if t % 3 == 0:
+      recorded = _expected(params, grads, updates)
+    _check(diagnostics.summaries(state), recorded, rtol=1e-5)
+    params = optax.apply_updates(params, updates)
+  assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("every", [0, 1.5, True])
+def test_every_must_be_a_positive_int(every):
+  with pytest.raises(ValueError, match="every"):
+    diagnostics.track_dynamics(optax.sgd(0.1), every=every)
