@@ -122,8 +122,24 @@ def adamp(
     *,
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """AdamP (REFERENCE §6). ``groups``: the per-group view (default per output unit
-  for ``ndim >= 2``; ``None`` leaves are never projected)."""
+  """AdamP: AdamW whose update loses its radial part on scale-invariant weights.
+
+  The rule and the view detection are in the module docstring (REFERENCE §6).
+
+  Args:
+    learning_rate: ``η``, a float or a schedule.
+    b1, b2: Adam's moment decays, in ``[0, 1)``.
+    eps: ``ε`` of Adam's denominator, of the cosine's clamps and of ``x̂``.
+    weight_decay: ``λ``, decoupled (``x ← x (1 − ηλw)``).
+    delta: ``δ`` of the detection threshold ``δ / sqrt(d_view)``.
+    wd_ratio: ``w`` applied to ``λ`` where a view passes.
+    nesterov: use the Nesterov moment ``β1 m + (1−β1) g``.
+    groups: the per-group view (default per output unit for ``ndim >= 2``;
+      ``None`` leaves are never projected).
+
+  Returns:
+    A transformation whose ``update`` needs ``params``.
+  """
   for name, value in (("learning_rate", learning_rate), ("eps", eps),
                       ("weight_decay", weight_decay), ("delta", delta), ("wd_ratio", wd_ratio)):
     check_nonnegative("adamp", name, value)
@@ -176,7 +192,18 @@ def sgdp(
     *,
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """SGDP (REFERENCE §6): SGD-momentum (no dampening) with the AdamP projection."""
+  """SGDP: SGD with momentum (no dampening) and AdamP's projection (REFERENCE §6).
+
+  Args:
+    learning_rate: ``η``, a float or a schedule.
+    momentum: ``μ``, in ``[0, 1)``.
+    weight_decay: ``λ``, applied as ``x ← x (1 − ηλw/(1−μ))``.
+    delta, wd_ratio, eps, groups: as in :func:`adamp`.
+    nesterov: ``p = g + μ buf``; without it the projected buffer is stored.
+
+  Returns:
+    A transformation whose ``update`` needs ``params``.
+  """
   for name, value in (("learning_rate", learning_rate), ("eps", eps),
                       ("weight_decay", weight_decay), ("delta", delta), ("wd_ratio", wd_ratio)):
     check_nonnegative("sgdp", name, value)

@@ -66,7 +66,18 @@ def nero(
     constraints: bool = True,
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """Nero. ``constraints=False`` skips the centring and normalisation of groups."""
+  """Nero: per-group relative updates on centred unit spheres (module docstring).
+
+  Args:
+    learning_rate: ``η``, a float or a schedule.
+    b2: ``β`` of the per-group (per-element for ungrouped leaves) second moment.
+    constraints: centre and renormalise grouped leaves (``False`` skips it).
+    groups: the group specification (see :mod:`spherax.groups`); groups need
+      at least 2 elements.
+
+  Returns:
+    A transformation whose ``update`` needs ``params``.
+  """
   check_nonnegative("nero", "learning_rate", learning_rate)
   check_beta("nero", "b2", b2)
 

@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -36,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from spherax._checks import check_beta, check_nonnegative, check_range, require_params
+from spherax.theory import equilibrium
 from spherax.transforms.rotational import rotational_wrapper
 
 __all__ = [
@@ -44,9 +44,6 @@ __all__ = [
     "rv_sgdm",
     "rv_lion",
     "rv_adam_l2",
-    "adamw_angular_rate",
-    "sgdm_angular_rate",
-    "lion_angular_rate",
     "scale_by_adam_l2_share",
 ]
 
@@ -55,22 +52,6 @@ def _check_rv(who, learning_rate, weight_decay, rms_decay):
   check_nonnegative(who, "learning_rate", learning_rate)
   check_range(who, "weight_decay", weight_decay, 0.0, low_open=True)
   check_beta(who, "rms_decay", rms_decay)
-
-
-def adamw_angular_rate(learning_rate, weight_decay, b1):
-  """AdamW's equilibrium angle per step ``sqrt(2ηλ(1−β1)/(1+β1))`` (seed 004 Table 1)."""
-  return jnp.sqrt(2 * learning_rate * weight_decay * (1 - b1) / (1 + b1))
-
-
-def sgdm_angular_rate(learning_rate, weight_decay, momentum):
-  """SGDM's equilibrium angle per step ``sqrt(2ηλ/(1+α))`` (seed 004 Table 1, SMD Thm 3)."""
-  return jnp.sqrt(2 * learning_rate * weight_decay / (1 + momentum))
-
-
-def lion_angular_rate(learning_rate, weight_decay, b1, b2):
-  """Lion's ``sqrt(πηλ) sqrt((1−β1)² + β1²(1−β2)/(1+β2))`` (seed 004 Table 1)."""
-  spread = (1 - b1) ** 2 + b1**2 * (1 - b2) / (1 + b2)
-  return jnp.sqrt(math.pi * learning_rate * weight_decay * spread)
 
 
 def rotational(
@@ -136,6 +117,14 @@ def rv_adamw(
   """RV-AdamW: AdamW's direction rotated by ``sqrt(2ηλ(1−β1)/(1+β1))`` per step.
 
   Non-rotational leaves get ``optax.adamw`` with the same hyperparameters.
+
+  Args:
+    learning_rate: ``η``, a float or a schedule (``η̂_r`` follows the schedule).
+    b1, b2, eps: Adam's direction ``m̂ / (sqrt(v̂) + ε)``.
+    weight_decay: ``λ > 0`` (sets ``η̂_r``; decoupled on non-rotational leaves).
+    rms_decay: ``ζ`` of the RMS tracker (paper 0.99; later code 0.9).
+    center: centre the groups and their updates.
+    groups: the rotational groups (see :mod:`spherax.groups`).
   """
   _check_rv("rv_adamw", learning_rate, weight_decay, rms_decay)
   check_beta("rv_adamw", "b1", b1)
@@ -145,7 +134,7 @@ def rv_adamw(
       optax.scale_by_adam(b1, b2, eps),
       optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay),
       learning_rate,
-      lambda lr: adamw_angular_rate(lr, weight_decay, b1),
+      lambda lr: equilibrium.angular_update_adamw(lr, weight_decay, b1),
       rms_decay=rms_decay, center=center, groups=groups,
   )
 
@@ -165,6 +154,13 @@ def rv_sgdm(
   Rotational groups use ``Δg = buf``, ``buf ← α buf + g`` (Nesterov:
   ``g + α buf``); non-rotational leaves get PyTorch-style SGD with coupled L2
   ``buf ← α buf + g + λx``, ``x ← x − η buf``.
+
+  Args:
+    learning_rate: ``η``, a float or a schedule.
+    momentum: ``α``, in ``[0, 1)``.
+    weight_decay: ``λ > 0`` (sets ``η̂_r``; coupled L2 on non-rotational leaves).
+    nesterov: Nesterov momentum.
+    rms_decay, center, groups: as in :func:`rv_adamw`.
   """
   _check_rv("rv_sgdm", learning_rate, weight_decay, rms_decay)
   check_beta("rv_sgdm", "momentum", momentum)
@@ -176,7 +172,7 @@ def rv_sgdm(
   )
   return rotational_wrapper(
       direction, nonrot, learning_rate,
-      lambda lr: sgdm_angular_rate(lr, weight_decay, momentum),
+      lambda lr: equilibrium.angular_update_sgdm(lr, weight_decay, momentum),
       rms_decay=rms_decay, center=center, groups=groups,
   )
 
@@ -194,6 +190,12 @@ def rv_lion(
   """RV-Lion: Lion's sign direction rotated by Lion's ``η̂_r`` (seed 004 Table 1).
 
   Non-rotational leaves get ``optax.lion`` with the same hyperparameters.
+
+  Args:
+    learning_rate: ``η``, a float or a schedule.
+    b1, b2: Lion's interpolation and moment decays.
+    weight_decay: ``λ > 0`` (sets ``η̂_r``; decoupled on non-rotational leaves).
+    rms_decay, center, groups: as in :func:`rv_adamw`.
   """
   _check_rv("rv_lion", learning_rate, weight_decay, rms_decay)
   check_beta("rv_lion", "b1", b1)
@@ -202,7 +204,7 @@ def rv_lion(
       optax.scale_by_lion(b1, b2),
       optax.lion(learning_rate, b1, b2, weight_decay=weight_decay),
       learning_rate,
-      lambda lr: lion_angular_rate(lr, weight_decay, b1, b2),
+      lambda lr: equilibrium.angular_update_lion(lr, weight_decay, b1, b2),
       rms_decay=rms_decay, center=center, groups=groups,
   )
 
@@ -265,6 +267,12 @@ def rv_adam_l2(
   ``weight_decay`` is the L2 coefficient ``λ`` (it enters ``v`` and, for the
   non-rotational leaves, the plain Adam+L2 update ``g ← g + λx``); it also sets
   ``η̂_r = sqrt(2ηλ(1−β1)/(1+β1))`` (seed 004 §5).
+
+  Args:
+    learning_rate: ``η``, a float or a schedule.
+    b1, b2, eps: Adam's moments and ``ε``.
+    weight_decay: ``λ > 0``, the L2 coefficient.
+    rms_decay, center, groups: as in :func:`rv_adamw`.
   """
   _check_rv("rv_adam_l2", learning_rate, weight_decay, rms_decay)
   check_beta("rv_adam_l2", "b1", b1)
@@ -279,6 +287,6 @@ def rv_adam_l2(
       scale_by_adam_l2_share(b1, b2, eps, weight_decay),
       nonrot,
       learning_rate,
-      lambda lr: adamw_angular_rate(lr, weight_decay, b1),
+      lambda lr: equilibrium.angular_update_adamw(lr, weight_decay, b1),
       rms_decay=rms_decay, center=center, groups=groups,
   )
