@@ -119,19 +119,43 @@ def test_tracker_needs_params():
 
 
 def test_every_k_records_on_steps_0_k_2k_and_keeps_the_last_summary():
+  # A stateful inner transform: the recording branch recomputes its step from the
+  # same inputs, and the updates and inner state still pass through unchanged.
   params = _params()
-  tx = diagnostics.track_dynamics(optax.sgd(0.1), SPECS, every=3)
+  inner = optax.adamw(0.1, weight_decay=0.1)
+  tx = diagnostics.track_dynamics(inner, SPECS, every=3)
   step = jax.jit(tx.update)
-  state = tx.init(params)
+  state, ref_state = tx.init(params), inner.init(params)
   recorded = {}
   for t in range(5):
     grads = _grads(params, 10 + t)
     updates, state = step(grads, state, params)
+    ref_updates, ref_state = inner.update(grads, ref_state, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8),
+                 (updates, state.inner_state), (ref_updates, ref_state))
     if t % 3 == 0:
       recorded = _expected(params, grads, updates)
     _check(diagnostics.summaries(state), recorded, rtol=1e-5)
     params = optax.apply_updates(params, updates)
   assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_a_non_finite_leaf_does_not_leak_into_the_other_leaves(every):
+  # The updates depend on the summaries only through an exact zero: a NaN
+  # gradient in one leaf leaves every other leaf's update as the inner gives it.
+  params = _params()
+  inner = optax.sgd(0.1, momentum=0.9)
+  tx = diagnostics.track_dynamics(inner, SPECS, every=every)
+  grads = _grads(params, 5)
+  grads["conv"] = grads["conv"].at[0, 0, 0, 0].set(jnp.nan)
+  grads["bias"] = grads["bias"].at[0].set(-0.0)
+  updates, state = jax.jit(tx.update)(grads, tx.init(params), params)
+  ref_updates, _ = inner.update(grads, inner.init(params), params)
+  assert np.isnan(diagnostics.summaries(state)["conv/rms_update/max"])
+  for name in ("dense", "bias"):
+    np.testing.assert_array_equal(updates[name], ref_updates[name])
+  assert np.signbit(updates["bias"][0]) == np.signbit(ref_updates["bias"][0])
 
 
 @pytest.mark.parametrize("every", [0, 1.5, True])
