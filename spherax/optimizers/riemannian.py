@@ -99,16 +99,25 @@ def _geodesic_step(layout, x, g, m, clip_norm, decay, gain, sigma):
 
   Statistics: ``gg, gx, xx`` (reductions of the raw inputs) give, with
   ``p = gx/xx``, ``h = κ(g − p x)`` and ``||h||² = κ²(gg − p gx)``; ``m'`` is
-  formed once and reduced to ``||m'||²``, then ``||Δ|| = |σ| ||m'||`` and
-  ``<ŵ, m'> = σ ||m'||²/||Δ||``, and the new point and moment are combinations
-  of ``x`` and ``m'`` (neither ``y``, ``h``, ``Δ`` nor ``ŵ`` is formed). Reducing
-  ``m'`` makes XLA:CPU write it once instead of recomputing it in both output
-  passes (which forced copies of the donated ``x`` and ``m``); the per-group
-  coefficients (``cos``, ``sin``, divisions) are hoisted out of the element-wise
-  loops (:func:`spherax.transforms._fused.hoist`). Both output passes read
-  ``x``; adding ``0·m_moved`` to the new point makes the point's pass run after
-  the moment's, so XLA updates the donated ``x`` in place instead of copying it
-  (the copy was 4.5 of 12 ms per (3, 3, 512, 512) kernel in SGDG).
+  written once and reduced to ``||m'||²``, so ``θ = ||Δ|| = |σ| ||m'||`` and
+  ``c = <ŵ, m'> = sign(σ) ||m'||``. The move rotates the plane of ``y`` and
+  ``ŵ`` by ``θ``: ``x' = cos θ y + sin θ ŵ`` and the moved moment is
+  ``c (cos θ ŵ − sin θ y)``. It is done as three shears, each an element-wise
+  pass that rewrites one of the two buffers from both (the moment's, which
+  holds ``m'``, then the point's, then the moment's):
+
+  ``S = ς c (ŵ − t y)``, ``x' = ς y + ς sin θ S / c``, ``m_moved = S − c t x'``,
+
+  with ``ς = ±1`` the sign of ``cos θ`` and ``t = ς sin θ / (1 + |cos θ|)``
+  (``|t| ≤ 1``: the coefficients stay bounded for every ``θ``). Neither ``y``,
+  ``h``, ``Δ`` nor ``ŵ`` is formed; the per-group coefficients (``cos``,
+  ``sin``, divisions) are hoisted out of the element-wise loops
+  (:func:`spherax.transforms._fused.hoist`). Why shears: XLA:CPU has no
+  multi-output loop fusion, so writing ``x'`` and the moment directly from
+  ``x`` and ``m'`` (two passes that both read both) needs a third full-size
+  buffer for ``m'``, a fresh temporary every step (4 of 11 ms per (3, 3, 512,
+  512) kernel in AdamG); with the shears every pass updates a donated buffer
+  in place, and the last one reads the new point, which orders the passes.
   """
   dtype = geometry.compute_dtype(x, g, m)
   x, g, m = x.astype(dtype), g.astype(dtype), m.astype(dtype)
@@ -125,18 +134,22 @@ def _geodesic_step(layout, x, g, m, clip_norm, decay, gain, sigma):
   s = sigma(hh)
   a_g, a_x = hoist(gain * kappa, -gain * kappa * p)
   m_new = decay * m + e(a_g) * g + e(a_x) * x
-  mm = dot(m_new, m_new)  # reducing m' materialises it once for both outputs
-  size = jnp.abs(s) * jnp.sqrt(mm)  # ||Δ||
-  cos, sin = jnp.cos(size), jnp.sin(size)
-  w_coef = geometry.safe_div(s, size)  # ŵ = w_coef m'
-  wm = w_coef * mm  # <ŵ, m'>
-  sinc = geometry.safe_div(sin, size) + (size == 0)
+  mm = dot(m_new, m_new)
+  theta = jnp.abs(s) * jnp.sqrt(mm)  # ||Δ||
+  cos, sin = jnp.cos(theta), jnp.sin(theta)
+  # In terms of x and m' (ŵ = w m', w = σ/θ): q = σ sin θ/θ = sin θ/c, c w = w² ||m'||²
+  # (1, or 0 where m' = 0) and ς c t = q ||m'||²/(1 + |cos θ|).
+  q = s * (geometry.safe_div(sin, theta) + (theta == 0))
+  cw = geometry.safe_div(s * s * mm, theta * theta)
+  sign = jnp.where(cos < 0, -1.0, 1.0).astype(dtype)
+  sct = q * mm / (1 + jnp.abs(cos))
   inv_r = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(xx))
-  x_x, x_m, m_m, m_x = hoist(cos * inv_r, sinc * s, 1 - wm * (1 - cos) * w_coef, -wm * sin * inv_r)
-  m_moved = e(m_m) * m_new + e(m_x) * x
-  # 0·m_moved: an exact data dependency that orders the x pass after the moment
-  # pass, so XLA updates the donated x in place instead of copying it.
-  x_new = e(x_x) * x + e(x_m) * m_new + 0 * m_moved
+  s_m, s_x, x_x, x_s, m_x = hoist(sign * cw, -sct * inv_r, sign * inv_r, sign * q, -sign * sct)
+  shear = e(s_m) * m_new + e(s_x) * x  # S
+  x_new = e(x_x) * x + e(x_s) * shear
+  # From x + (x' − x), the updated params as optax.apply_updates writes them: the
+  # moment's pass reads the point's output, so it runs after it.
+  m_moved = shear + e(m_x) * (x + (x_new - x))
   return x_new, m_moved, hh
 
 

@@ -147,6 +147,36 @@ def test_sgdg_momentum_stays_tangent():
   np.testing.assert_allclose((mom * params["w"]).sum(0), 0.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype, tol", [(jnp.float64, 1e-10), (jnp.float32, 1e-5)])
+def test_sgdg_moves_of_any_length_match_numpy(dtype, tol):
+  """Steps ||Δ|| in every quadrant (through π/2, π and past 2π) and a zero group."""
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=(5, 6))
+  m = rng.normal(size=(5, 6))
+  g = rng.normal(size=(5, 6))
+  g[:, 0] = m[:, 0] = 0.0
+  Y, H = _tangent(x, g, None)
+  M = m - _dots(Y, m) * Y  # a moment tangent at Y
+  for lr in (0.1, 1.0, np.pi / 2, 2.0, np.pi, 4.0, 7.0):
+    mom = 0.9 * M - lr * H
+    size = np.sqrt(_dots(mom, mom))
+    safe = np.where(size > 0, size, 1.0)
+    X = np.where(size > 0, Y * np.cos(size) + mom / safe * np.sin(size), Y)
+    mom_moved = np.where(size > 0, mom * np.cos(size) - safe * np.sin(size) * Y, mom)
+    opt = spherax.sgdg(lr, 0.9)
+    with jax.enable_x64(dtype == jnp.float64):
+      params = {"w": jnp.asarray(x, dtype)}
+      state = opt.init(params)
+      masked = state.inner_states["sphere"]
+      masked = masked._replace(inner_state=masked.inner_state._replace(mu={"w": jnp.asarray(M, dtype)}))
+      state = state._replace(inner_states={**state.inner_states, "sphere": masked})
+      updates, state = opt.update({"w": jnp.asarray(g, dtype)}, state, params)
+      got_x = optax.apply_updates(params, updates)["w"]
+      got_m = state.inner_states["sphere"].inner_state.mu["w"]
+    np.testing.assert_allclose(got_x, X, atol=tol, err_msg=f"lr={lr}")
+    np.testing.assert_allclose(got_m, mom_moved, atol=tol * max(1.0, lr), err_msg=f"lr={lr}")
+
+
 @pytest.mark.parametrize(
     "make",
     [
