@@ -14,8 +14,15 @@ multiplied by ``wd_ratio``. The choice is data-dependent and made with
 
 Speed: the per-group dots ``<g, x>``, ``||g||²``, ``||x||²`` are reductions of raw
 inputs; for SGDP ``p`` is linear in ``g`` and ``buf``, so ``<x, p>`` comes from
-``<x, g>`` and ``<x, buf>`` too (AdamP's ``<x, p>`` needs the Adam ratio itself).
-The projection then rides in the one element-wise pass that writes the update.
+``<x, g>`` and ``<x, buf>`` too. AdamP's ``<x, p>`` needs the Adam ratio itself:
+it is one reduction of ``x``, ``m'``, ``v'`` written as its own expression
+(``sqrt(v'·(1/c2))`` rather than the update's ``sqrt(v')/sqrt(c2)``), so that
+XLA:CPU does not write ``p`` to a full-size temporary shared with the update
+pass (a fresh buffer every step); its scalars pass through a per-leaf
+optimization barrier, otherwise their broadcasts are shared by leaves of one
+shape and written out full-size too (ResNet-50: 3.31× → 2.58× adamw, temporaries
+97.6 → 0.3 MB). The projection then rides in the one element-wise pass that
+writes the update.
 
 AdamP: ``m ← β1 m + (1−β1) g``, ``v ← β2 v + (1−β2) g²``,
 ``p = m / (sqrt(v)/sqrt(1−β2^t) + ε)`` (Nesterov: ``(β1 m + (1−β1) g)/…``),
@@ -168,10 +175,18 @@ def adamp(
       num = b1 * m_new + (1 - b1) * gc if nesterov else m_new
       p = num / (jnp.sqrt(v_new) / jnp.sqrt(c2) + eps)
       wd = weight_decay
+      xc = x.astype(dtype)
       if layout is not None:
-        p, projected = project_if_scale_invariant(layout, x, g, p, delta, eps)
+        gx = geometry.dot(gc, xc, layout)
+        # <x, p> as its own expression, its scalars tied to this leaf (module docstring).
+        inv_c2, eps_r, _ = jax.lax.optimization_barrier((1 / c2, jnp.asarray(eps, dtype), gx))
+        xp = geometry.group_sum(xc * num / (jnp.sqrt(v_new * inv_c2) + eps_r), layout)
+        coef, projected = _projection_coef(
+            layout, gx, geometry.sqnorm(gc, layout), geometry.sqnorm(xc, layout), xp,
+            x.size, delta, eps)
+        p = p - geometry.expand(coef, layout) * xc
         wd = weight_decay * jnp.where(projected, wd_ratio, 1.0)
-      u = -lr * wd * x.astype(dtype) - (lr / c1) * p
+      u = -lr * wd * xc - (lr / c1) * p
       return u.astype(x.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     out = groups_lib.tree_map_groups(leaf, layouts, params, updates, state.mu, state.nu)
