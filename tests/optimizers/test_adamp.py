@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import spherax
@@ -106,6 +107,24 @@ def test_adamp_float32(problem):
   got = problem.run_spherax(spherax.adamp(0.05, weight_decay=0.1), jnp.float32)
   init_fn, step_fn = np_adamp(0.05, wd=0.1)
   problem.assert_close(got, problem.run_numpy(step_fn, init_fn), 1e-4)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_adamp_moments_match_adam_float32(nesterov):
+  """AdamP writes p over m and restores m' = p·den: the moments stay Adam's."""
+  rng = np.random.default_rng(5)
+  params = {"w": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32), "b": jnp.ones(4)}
+  opt, adam = spherax.adamp(0.05, weight_decay=0.1, nesterov=nesterov), optax.scale_by_adam()
+  state, adam_state = opt.init(params), adam.init(params)
+  for t in range(50):
+    grads = jax.tree.map(
+        lambda x: jnp.asarray(rng.normal(size=x.shape) * (t % 3), jnp.float32), params)
+    updates, state = opt.update(grads, state, params)
+    _, adam_state = adam.update(grads, adam_state)
+    params = optax.apply_updates(params, updates)
+  for got, want in ((state.mu, adam_state.mu), (state.nu, adam_state.nu)):
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(g, w, rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(w))))
 
 
 def test_projection_views():
