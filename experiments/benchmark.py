@@ -1,32 +1,44 @@
 """Step time, state size and memory traffic of every spherax optimizer vs ``optax.adamw``.
 
 Run ``python -m experiments.benchmark`` (options: ``--rounds``, ``--steps``,
-``--only NAME ...``). On a ResNet-50-shaped pytree (torchvision ResNet-50 in
-Flax layout, ≈25.6M parameters including BatchNorm scales and biases) it
-compiles one donated jitted step ``(params, state, grads) -> (params, state)``
-per optimizer and prints a markdown table with, per optimizer:
+``--only NAME ...``, ``--repeat N``, ``--json PATH``). On a ResNet-50-shaped
+pytree (torchvision ResNet-50 in Flax layout, ≈25.6M parameters including
+BatchNorm scales and biases) it compiles one donated jitted step
+``(params, state, grads) -> (params, state)`` per optimizer and prints a
+markdown table with, per optimizer:
 
 * ``step/adamw``: the median step time divided by adamw's median, both
   measured in the same run; repetitions are interleaved (round-robin over the
   optimizers, ``--steps`` calls each per round) so that a noisy machine slows
-  every optimizer alike;
+  every optimizer alike. On a shared machine the ratios still differ between
+  processes (adamw's own step varied by ±15% here); ``--repeat N`` runs the
+  whole measurement in ``N`` fresh processes and reports the median ratio and
+  its range;
 * ``state/adamw``: the state's bytes divided by adamw's;
 * ``compile s``: lowering + compilation time of the step;
 * ``min R+W``: the minimal number of full-size array reads + writes that one
   step needs (analytic, :data:`MIN_PASSES`), next to adamw's 7 (read
-  ``g, m, v, x``, write ``m, v, x``);
+  ``g, m, v, x``, write ``m, v, x``). It assumes that all of a step's group
+  reductions share one pass; XLA:CPU runs each reduction as its own pass and
+  has no multi-output loop fusion, so on CPU the achievable count is higher;
 * ``XLA bytes/P``: the ``bytes accessed`` of XLA's ``cost_analysis()`` of the
-  compiled step divided by the param bytes (XLA's own count of the traffic);
+  compiled step divided by the param bytes (XLA's own count of the traffic; it
+  counts both branches of a ``lax.cond``);
 * the target step ratio of the issue and whether it is met (together with the
   state target, ``state/adamw ≤ 1.01``).
 
 It also times ``spherax.diagnostics.track_dynamics`` (every step, and every 10
-steps) around ``rv_adamw``
-(ratio to the bare ``rv_adamw``). Uses only the public API.
+steps) around ``rv_adamw`` (ratio to the bare ``rv_adamw``). Uses only the
+public API.
 """
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -167,11 +179,87 @@ class _Bench:
         self.times.append(time.perf_counter() - start)
 
 
+def measure(names: list[str], rounds: int, steps: int) -> dict[str, dict[str, float]]:
+  """Compiles and times ``names`` (``"adamw"`` first) in this process; per optimizer
+  the median step ``ms``, its ``ratio`` to adamw's, ``state`` bytes over adamw's,
+  ``compile_s`` and XLA's ``bytes_per_param``."""
+  shapes = resnet50_shapes()
+  params = _random_tree(shapes, 0, 0.05)
+  grads = _random_tree(shapes, 1, 1e-3)
+  param_bytes = _nbytes(params)
+  num_params = sum(leaf.size for leaf in jax.tree.leaves(params))
+  print(f"ResNet-50 pytree: {num_params / 1e6:.2f}M params, {len(jax.tree.leaves(params))} "
+        f"leaves, {param_bytes / 2**20:.1f} MiB; backend {jax.default_backend()}, "
+        f"{jax.device_count()} device(s)", flush=True)
+  benches = {}
+  for name in names:
+    benches[name] = _Bench(OPTIMIZERS[name][0](), params, grads)
+    print(f"  compiled {name} in {benches[name].compile_s:.1f} s", flush=True)
+  for _ in range(rounds):
+    for name in names:
+      benches[name].run(steps)
+  base, base_time = benches["adamw"], statistics.median(benches["adamw"].times)
+  return {
+      name: {
+          "ms": 1e3 * statistics.median(b.times),
+          "ratio": statistics.median(b.times) / base_time,
+          "state": b.state_bytes / base.state_bytes,
+          "compile_s": b.compile_s,
+          "bytes_per_param": b.bytes_accessed / param_bytes,
+      }
+      for name, b in benches.items()
+  }
+
+
+def combine(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+  """Per optimizer and field, the median over independent runs; the step ratio's
+  smallest and largest value as ``ratio_min`` and ``ratio_max``.
+
+  >>> runs = [{"a": {"ratio": r, "ms": 10 * r}} for r in (1.2, 1.5, 1.3)]
+  >>> combine(runs)["a"]
+  {'ratio': 1.3, 'ms': 13.0, 'ratio_min': 1.2, 'ratio_max': 1.5}
+  """
+  out = {}
+  for name in runs[0]:
+    fields = {k: statistics.median(run[name][k] for run in runs) for k in runs[0][name]}
+    ratios = [run[name]["ratio"] for run in runs]
+    out[name] = {**fields, "ratio_min": min(ratios), "ratio_max": max(ratios)}
+  return out
+
+
+def print_table(results: dict[str, dict[str, float]]) -> None:
+  spread = "ratio_min" in next(iter(results.values()))
+  print()
+  print("| optimizer | step ms | step/adamw | " + ("range | " if spread else "")
+        + "target | met | state/adamw | compile s | min R+W (adamw 7) | XLA bytes/P |")
+  print("|---|---|---|" + ("---|" if spread else "") + "---|---|---|---|---|---|")
+  for name, r in results.items():
+    target = OPTIMIZERS[name][1]
+    met = "" if target is None else (
+        "yes" if r["ratio"] <= target and r["state"] <= 1.01 else "NO")
+    passes = MIN_PASSES[name][0]
+    span = f"{r['ratio_min']:.2f}–{r['ratio_max']:.2f} | " if spread else ""
+    print(f"| {name} | {r['ms']:.1f} | {r['ratio']:.2f} | {span}"
+          f"{'' if target is None else f'≤ {target}'} | {met} | {r['state']:.4f} | "
+          f"{r['compile_s']:.1f} | {passes} ({passes / 7:.2f}×) | "
+          f"{r['bytes_per_param']:.1f} |")
+  for tracked in ("rv_adamw+track_dynamics", "rv_adamw+track_dynamics(every=10)"):
+    if "rv_adamw" in results and tracked in results:
+      overhead = results[tracked]["ms"] / results["rv_adamw"]["ms"]
+      print(f"\n{tracked[len('rv_adamw+'):]} overhead around rv_adamw: {overhead:.2f}×")
+  print("\nMinimal reads+writes (full-size arrays per step):")
+  for name in results:
+    print(f"- {name}: {MIN_PASSES[name][0]} — {MIN_PASSES[name][1]}")
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--steps", type=int, default=3, help="calls per optimizer per round")
   parser.add_argument("--only", nargs="*", default=None, help="optimizer names (adamw always)")
+  parser.add_argument("--repeat", type=int, default=1,
+                      help="independent runs (fresh processes); the table gives medians")
+  parser.add_argument("--json", default=None, help="also write the results to this file")
   args = parser.parse_args(argv)
 
   names = list(OPTIMIZERS)
@@ -181,50 +269,25 @@ def main(argv=None) -> None:
       parser.error(f"unknown optimizers {sorted(unknown)}; choose from {names}")
     names = ["adamw"] + [n for n in names if n in args.only and n != "adamw"]
 
-  shapes = resnet50_shapes()
-  params = _random_tree(shapes, 0, 0.05)
-  grads = _random_tree(shapes, 1, 1e-3)
-  param_bytes = _nbytes(params)
-  num_params = sum(leaf.size for leaf in jax.tree.leaves(params))
-  print(f"ResNet-50 pytree: {num_params / 1e6:.2f}M params, {len(jax.tree.leaves(params))} "
-        f"leaves, {param_bytes / 2**20:.1f} MiB; backend {jax.default_backend()}, "
-        f"{jax.device_count()} device(s)", flush=True)
-
-  benches = {}
-  for name in names:
-    benches[name] = _Bench(OPTIMIZERS[name][0](), params, grads)
-    print(f"  compiled {name} in {benches[name].compile_s:.1f} s", flush=True)
-  for _ in range(args.rounds):
-    for name in names:
-      benches[name].run(args.steps)
-
-  base = benches["adamw"]
-  base_time = statistics.median(base.times)
-  print()
-  print("| optimizer | step ms | step/adamw | target | met | state/adamw | compile s "
-        "| min R+W (adamw 7) | XLA bytes/P |")
-  print("|---|---|---|---|---|---|---|---|---|")
-  for name in names:
-    b = benches[name]
-    median = statistics.median(b.times)
-    ratio = median / base_time
-    target = OPTIMIZERS[name][1]
-    state_ratio = b.state_bytes / base.state_bytes
-    met = "" if target is None else (
-        "yes" if ratio <= target and state_ratio <= 1.01 else "NO")
-    passes = MIN_PASSES[name][0]
-    print(f"| {name} | {1e3 * median:.1f} | {ratio:.2f} | "
-          f"{'' if target is None else f'≤ {target}'} | {met} | {state_ratio:.4f} | "
-          f"{b.compile_s:.1f} | {passes} ({passes / 7:.2f}×) | "
-          f"{b.bytes_accessed / param_bytes:.1f} |")
-  for tracked in ("rv_adamw+track_dynamics", "rv_adamw+track_dynamics(every=10)"):
-    if "rv_adamw" in benches and tracked in benches:
-      overhead = (statistics.median(benches[tracked].times)
-                  / statistics.median(benches["rv_adamw"].times))
-      print(f"\n{tracked[len('rv_adamw+'):]} overhead around rv_adamw: {overhead:.2f}×")
-  print("\nMinimal reads+writes (full-size arrays per step):")
-  for name in names:
-    print(f"- {name}: {MIN_PASSES[name][0]} — {MIN_PASSES[name][1]}")
+  if args.repeat == 1:
+    results = measure(names, args.rounds, args.steps)
+  else:
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+      for i in range(args.repeat):
+        path = os.path.join(tmp, f"run{i}.json")
+        print(f"run {i + 1}/{args.repeat}", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "experiments.benchmark", "--rounds", str(args.rounds),
+             "--steps", str(args.steps), "--json", path, "--only", *names],
+            check=True, stdout=subprocess.DEVNULL)
+        with open(path) as f:
+          runs.append(json.load(f))
+    results = combine(runs)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(results, f)
+  print_table(results)
 
 
 if __name__ == "__main__":

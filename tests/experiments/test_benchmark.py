@@ -1,0 +1,34 @@
+"""experiments.benchmark: its pytree, its tables and its arguments (no timing here)."""
+
+import math
+
+import jax
+import pytest
+
+from experiments import benchmark
+
+
+def test_resnet50_pytree_has_torchvisions_parameter_count():
+  shapes = jax.tree.leaves(benchmark.resnet50_shapes(), is_leaf=lambda s: isinstance(s, tuple))
+  assert sum(math.prod(s) for s in shapes) == 25_557_032  # torchvision resnet50
+  assert len(shapes) == 161
+
+
+def test_every_optimizer_has_a_pass_count_and_builds():
+  assert set(benchmark.MIN_PASSES) == set(benchmark.OPTIMIZERS)
+  for name, (factory, target) in benchmark.OPTIMIZERS.items():
+    assert callable(factory().update), name
+    assert target is None or 1 <= target <= 1.5, name
+
+
+def test_combine_takes_medians_and_the_ratio_range():
+  runs = [{"adamw": {"ratio": 1.0, "ms": m}, "x": {"ratio": r, "ms": 2 * m}}
+          for r, m in ((1.4, 20.0), (1.1, 24.0), (1.2, 18.0))]
+  out = benchmark.combine(runs)
+  assert out["x"] == {"ratio": 1.2, "ms": 40.0, "ratio_min": 1.1, "ratio_max": 1.4}
+  assert out["adamw"]["ms"] == 20.0
+
+
+def test_unknown_optimizer_names_are_rejected():
+  with pytest.raises(SystemExit):
+    benchmark.main(["--only", "adamx"])
