@@ -97,8 +97,8 @@ MIN_PASSES = {
     "adamp": (11, "reduce over g, x, m, v (cosines and <Adam update, x> for both views) + "
               "update (read g, m, v, x; write m, v, x)"),
     "sgdp": (8, "reduce over g, x, buf + update (read 3, write buf, x)"),
-    "rv_adamw": (11, "reduce over g, m, v, x (<Δg,x>, ||Δg||², ΣΔg, Σx, ||x||² give ||Δ||² and "
-                 "||x'||²) + update (read g, m, v, x; write m, v, x)"),
+    "rv_adamw": (11, "reduce over g, m, v, x (<Δg,x>, ||Δg||², ΣΔg give ||Δ||² and ||x'||²; "
+                 "Σx, ||x||² at the first step only) + update (read g, m, v, x; write m, v, x)"),
     "rv_sgdm": (8, "reduce over g, buf, x + update (read 3, write buf, x)"),
     "rv_lion": (8, "reduce over g, m, x + update (read 3, write m, x)"),
     "rv_adam_l2": (11, "as rv_adamw"),
