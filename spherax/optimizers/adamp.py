@@ -203,10 +203,11 @@ def adamp(
       a_x, a_p = hoist(-lr * wd + (lr / c1) * coef, jnp.broadcast_to(-lr / c1, coef.shape))
       u = geometry.expand(a_x, layout) * xc + geometry.expand(a_p, layout) * p
       if not nesterov:
-        # Its own den (no shared full-size sqrt); 0·(one row of x + u) orders this
-        # pass after the update's, which reads p from the same buffer.
+        # Its own den (no shared full-size sqrt); an exact +0 from one row of x + u
+        # (a NaN or −0 there changes nothing) orders this pass after the update's,
+        # which reads p from the same buffer.
         x_row = (xc + u)[(0,) * (x.ndim - 1)]
-        m_new = p * (jnp.sqrt(v_new * (1 / c2)) + eps) + 0 * x_row
+        m_new = p * (jnp.sqrt(v_new * (1 / c2)) + eps) - jnp.abs(jnp.nan_to_num(0 * x_row))
       return u.astype(x.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
     out = groups_lib.tree_map_groups(leaf, layouts, params, updates, state.mu, state.nu)

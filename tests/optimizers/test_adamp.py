@@ -127,6 +127,17 @@ def test_adamp_moments_match_adam_float32(nesterov):
       np.testing.assert_allclose(g, w, rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(w))))
 
 
+def test_a_nan_weight_leaves_the_other_moments_finite():
+  """The moment pass is ordered by an exact zero from one row of x + u: a NaN
+  weight in that row must not leak into its column's moments."""
+  params = {"w": jnp.ones((3, 2)).at[0, 0].set(jnp.nan)}
+  grads = {"w": jnp.arange(1.0, 7.0).reshape(3, 2)}
+  opt, adam = spherax.adamp(0.1), optax.scale_by_adam()
+  _, state = jax.jit(opt.update)(grads, opt.init(params), params)
+  _, adam_state = adam.update(grads, adam.init(params))
+  np.testing.assert_allclose(state.mu["w"], adam_state.mu["w"], rtol=1e-6)
+
+
 def test_projection_views():
   """Orthogonal g: per-unit projection; cancelling radial parts: whole-tensor; else none."""
   rng = np.random.default_rng(1)
