@@ -22,7 +22,7 @@ from spherax.transforms.center import center
 from spherax.transforms.group_moment import scale_by_group_adam
 from spherax.transforms.lr_drop_rescale import rescale_norms_on_lr_drop
 from spherax.transforms.orthogonalize import orthogonalize
-from spherax.transforms.retract import retract
+from spherax.transforms.retract import project_params, retract
 from spherax.transforms.rotational import rotational_wrapper
 from spherax.transforms.transport import transport_moments
 
@@ -37,5 +37,5 @@ __all__ = [
     "rotational", "rv_adamw", "rv_sgdm", "rv_lion", "rv_adam_l2",
     # building blocks
     "center", "orthogonalize", "retract", "scale_by_group_adam", "transport_moments",
-    "rotational_wrapper", "rescale_norms_on_lr_drop",
+    "rotational_wrapper", "rescale_norms_on_lr_drop", "project_params",
 ]

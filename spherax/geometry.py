@@ -67,6 +67,7 @@ __all__ = [
     "view",
     "expand",
     "group_sum",
+    "abs_sq",
     "dot",
     "dots",
     "sqnorm",
@@ -122,6 +123,16 @@ def _re_conj_mul(a: jax.Array, b: jax.Array) -> jax.Array:
   if jnp.iscomplexobj(a) or jnp.iscomplexobj(b):
     return jnp.real(a) * jnp.real(b) + jnp.imag(a) * jnp.imag(b)
   return a * b
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+  """``|x|²`` element-wise, real (``re² + im²`` for complex ``x``), in the compute dtype.
+
+  The element-wise second moment of every spherax optimizer (``g·g`` would be
+  wrong for complex ``g``).
+  """
+  x = x.astype(compute_dtype(x))
+  return _re_conj_mul(x, x)
 
 
 def _pow2_scale(x: jax.Array, layout: GroupLayout) -> tuple[jax.Array, jax.Array]:

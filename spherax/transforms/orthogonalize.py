@@ -17,7 +17,7 @@ from spherax import geometry, groups as groups_lib
 __all__ = ["orthogonalize"]
 
 
-def orthogonalize(groups: Any = None) -> optax.GradientTransformationExtraArgs:
+def orthogonalize(*, groups: Any = None) -> optax.GradientTransformationExtraArgs:
   """Projects each grouped update on the tangent space at the params.
 
   Per group (REFERENCE §1): ``q ← q − <q, x> x / ||x||²``, so ``<q, x> = 0``

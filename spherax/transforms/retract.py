@@ -1,4 +1,11 @@
-"""Retraction onto a sphere, expressed as an update (REFERENCE §3 AdamG, §5 step 5)."""
+"""Retraction onto a sphere, expressed as an update, and :func:`project_params`.
+
+The radial retraction ``x ↦ ρ x/||x||`` of Cho & Lee, *Riemannian approach to
+batch normalization*, NeurIPS 2017 (their units live on the unit sphere), and
+the norm-restoring step 5 of Kosson, Messmer, Jaggi, *Rotational Equilibrium:
+How Weight Decay Balances Learning Across Neural Networks*, ICML 2024,
+arXiv:2305.17212, Algorithm 1.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import optax
 from spherax._checks import require_params
 from spherax import geometry, groups as groups_lib
 
-__all__ = ["RetractState", "retract"]
+__all__ = ["RetractState", "retract", "project_params"]
 
 
 class RetractState(NamedTuple):
@@ -21,12 +28,12 @@ class RetractState(NamedTuple):
   norms: Any
 
 
-def retract(norm: str | float = "initial", groups: Any = None) -> optax.GradientTransformationExtraArgs:
+def retract(norm: str | float = "initial", *, groups: Any = None) -> optax.GradientTransformationExtraArgs:
   """Returns the update that puts ``params + updates`` on a sphere, per group.
 
   optax cannot overwrite params, so the retraction
   ``x' = ρ (x + q) / ||x + q||`` is returned as the update ``x' − x``
-  (REFERENCE §5 step 5: ``x' ← x' n/||x'||``). The radius ``ρ`` is
+  (Kosson et al. 2024, Algorithm 1 step 5: ``x' ← x' n/||x'||``). The radius ``ρ`` is
 
   * ``'initial'``: each group's norm at ``init`` (stored per group in the state);
   * ``'unit'``: 1;
@@ -89,3 +96,27 @@ def retract(norm: str | float = "initial", groups: Any = None) -> optax.Gradient
     return groups_lib.tree_map_groups(land, layouts, updates, params, targets), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def project_params(params: Any, norm: float = 1.0, *, groups: Any = None) -> Any:
+  """``params`` with every group moved radially onto the sphere of radius ``norm``.
+
+  A one-off projection (not a transformation), e.g. before training with the
+  unit-sphere optimizers :func:`spherax.adamg`, :func:`spherax.sgdg` and
+  :func:`spherax.adagradg`, whose first step from a far radius cannot be exact
+  as an additive update (see :mod:`spherax.optimizers.riemannian`). Zero groups
+  stay zero; ungrouped leaves are returned as they are; dtypes are kept.
+
+  >>> import jax.numpy as jnp
+  >>> import spherax
+  >>> spherax.project_params({'w': jnp.array([[3e7], [4e7]])})['w'].tolist()
+  [[0.6000000238418579], [0.800000011920929]]
+  """
+  layouts = groups_lib.resolve(groups, params, min_group_size=2, who="project_params")
+
+  def leaf(layout, x):
+    if layout is None:
+      return x
+    return geometry.retract(x, norm, layout).astype(x.dtype)
+
+  return groups_lib.tree_map_groups(leaf, layouts, params)

@@ -1,8 +1,11 @@
 """Transporting moments to the new point and rescaling them by the radius ratio.
 
-REFERENCE §3, phenomena (b) and (c): after the step ``x' = x − η s``, the
-momentum still lives at ``x``; :func:`transport_moments` moves it to ``x'``
-(removing its radial part) and rescales the moments by ``r/r'``.
+Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *A spherical analysis of
+Adam with Batch Normalization*, ICLR 2021 submission (OpenReview), §4,
+phenomena (b) and (c): after the step ``x' = x − η s``, the momentum still
+lives at ``x``; :func:`transport_moments` moves it to ``x'`` (removing its
+radial part) and rescales the moments by ``r/r'``, as the authors' released
+AdamSRT code does.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from spherax._checks import check_nonnegative, require_params
+from spherax._checks import check_learning_rate, check_nonnegative, require_params
 from spherax import geometry, groups as groups_lib
 
-__all__ = ["TransportState", "transport_moments"]
+__all__ = ["TransportState", "TransportInnerCountState", "transport_moments"]
 
 _KINDS = ("reference", "parallel", None)
 
@@ -30,6 +33,21 @@ class TransportState(NamedTuple):
   inner: Any
 
 
+class TransportInnerCountState(NamedTuple):
+  """The state when ``inner``'s own state counts the steps (a ``count`` field, as
+  Adam's): that ``count`` is the step a schedule reads, and the only one, so
+  ``optax.tree.get(state, "count")`` finds the optimizer's step."""
+
+  inner: Any
+
+
+def step_count(state: Any) -> jax.Array:
+  """The step count (before this update) of a :func:`transport_moments` state."""
+  if isinstance(state, TransportState):
+    return state.count
+  return optax.tree.get(state.inner, "count")
+
+
 def transport_moments(
     inner: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule,
@@ -40,6 +58,7 @@ def transport_moments(
     first_moments: Sequence[str] = ("mu",),
     second_moments: Sequence[str] = ("nu",),
     groups: Any = None,
+    who: str = "transport_moments",
 ) -> optax.GradientTransformationExtraArgs:
   """Takes the step ``−η s`` of ``inner`` and moves ``inner``'s moments to ``x'``.
 
@@ -51,7 +70,7 @@ def transport_moments(
   or element-wise second moments), so ``inner`` keeps a single concern.
 
   Per group, with ``r = ||x||``, ``r' = ||x'||``, ``u = x/r``, ``u' = x'/r'``
-  (REFERENCE §3, step 4):
+  (the authors' AdamSRT code, step 4):
 
   * ``kind='reference'``, ``rescale=True`` (AdamSRT, SGDMRT):
     ``m ← (<x, x'> m − <m, x'> x) / (||x'||² + ε) = (r/r')[<u, u'> m − <m, u'> u]``;
@@ -80,9 +99,13 @@ def transport_moments(
     first_moments: field names of ``inner``'s state to transport.
     second_moments: field names of ``inner``'s state to rescale.
     groups: the group specification (see :mod:`spherax.groups`).
+    who: the name errors give (a factory built on this one passes its own).
 
   Returns:
-    A transformation whose ``update`` needs ``params``.
+    A transformation whose ``update`` needs ``params``. Its state is a
+    :class:`TransportState` (its own step ``count`` and ``inner``'s state), or a
+    :class:`TransportInnerCountState` when ``inner``'s state has a ``count``
+    (Adam's), which is then the step: one ``count`` either way.
 
   Example: SGD with momentum whose buffer follows the sphere (SGDMRT).
 
@@ -98,24 +121,23 @@ def transport_moments(
   ([1.0, -1.0], [1.0, 1.0])
   """
   if kind not in _KINDS:
-    raise ValueError(
-        f"transport_moments: kind must be one of {_KINDS}, got {kind!r}"
-    )
-  if not callable(learning_rate):
-    check_nonnegative("transport_moments", "learning_rate", learning_rate)
-  check_nonnegative("transport_moments", "eps", eps)
+    raise ValueError(f"{who}: transport must be one of {_KINDS}, got {kind!r}")
+  check_learning_rate(who, learning_rate)
+  check_nonnegative(who, "eps", eps)
   first_moments, second_moments = tuple(first_moments), tuple(second_moments)
-  who = "transport_moments"
   inner = optax.with_extra_args_support(inner)  # e.g. optax.trace rejects loss=...
 
   def init_fn(params):
     groups_lib.resolve(groups, params, who=who)
-    return TransportState(count=jnp.zeros([], jnp.int32), inner=inner.init(params))
+    inner_state = inner.init(params)
+    if optax.tree.get(inner_state, "count") is not None:
+      return TransportInnerCountState(inner=inner_state)
+    return TransportState(count=jnp.zeros([], jnp.int32), inner=inner_state)
 
   def update_fn(updates, state, params=None, **extra_args):
-    require_params("transport_moments", params)
+    require_params(who, params)
     direction, inner_state = inner.update(updates, state.inner, params, **extra_args)
-    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    lr = learning_rate(step_count(state)) if callable(learning_rate) else learning_rate
     layouts = groups_lib.resolve(groups, params, who=who)
     treedef = jax.tree.structure(params)
     firsts = [treedef.flatten_up_to(getattr(inner_state, f)) for f in first_moments]
@@ -123,7 +145,7 @@ def transport_moments(
     x_leaves = jax.tree.leaves(params)
     s_leaves = treedef.flatten_up_to(direction)
     for i, (layout, x, s) in enumerate(zip(layouts, x_leaves, s_leaves)):
-      if layout is None or layout.group_size < 2:
+      if layout is None or layout.group_size < 2 or (kind is None and not rescale):
         continue
       ms = [f[i] for f in firsts]
       vs = [v[i] for v in seconds]
@@ -137,7 +159,9 @@ def transport_moments(
         **{f: jax.tree.unflatten(treedef, l) for f, l in zip(second_moments, seconds)},
     )
     step = jax.tree.map(lambda s: (-lr * s).astype(s.dtype), direction)
-    return step, TransportState(count=optax.safe_increment(state.count), inner=inner_state)
+    if isinstance(state, TransportState):
+      return step, TransportState(count=optax.safe_increment(state.count), inner=inner_state)
+    return step, TransportInnerCountState(inner=inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -78,11 +78,11 @@ VARIANTS = {
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_adamsrt_variants_match_numpy(problem, name):
   kwargs, np_args = VARIANTS[name]
-  opt = spherax.adamsrt(LR, B1, B2, EPS, WD, **kwargs)
+  opt = spherax.adamsrt(LR, B1, B2, EPS, l2_regularization=WD, **kwargs)
   want = problem.run_numpy(*_numpy_adamsrt(*np_args))
   with jax.enable_x64(True):
     got = problem.run_spherax(opt)
-  problem.assert_close(got, want, 1e-5)
+  problem.assert_close(got, want, 1e-10)
   got32 = problem.run_spherax(opt, dtype=jnp.float32)
   problem.assert_close(got32, want, 1e-4)
 
@@ -91,8 +91,8 @@ def test_adams_is_adamsrt_without_transport_or_rescale(problem):
   problem.num_steps = 5
   want = problem.run_numpy(*_numpy_adamsrt(True, None, False))
   with jax.enable_x64(True):
-    got = problem.run_spherax(spherax.adams(LR, B1, B2, EPS, WD))
-  problem.assert_close(got, want, 1e-5)
+    got = problem.run_spherax(spherax.adams(LR, B1, B2, EPS, l2_regularization=WD))
+  problem.assert_close(got, want, 1e-10)
 
 
 def _numpy_sgdmrt(rescale, momentum=0.9):
@@ -123,17 +123,17 @@ def _numpy_sgdmrt(rescale, momentum=0.9):
 
 @pytest.mark.parametrize("rescale", [True, False])
 def test_sgdmrt_matches_numpy(problem, rescale):
-  opt = spherax.sgdmrt(LR, 0.9, WD, rescale=rescale)
+  opt = spherax.sgdmrt(LR, 0.9, l2_regularization=WD, rescale=rescale)
   want = problem.run_numpy(*_numpy_sgdmrt(rescale))
   with jax.enable_x64(True):
     got = problem.run_spherax(opt)
-  problem.assert_close(got, want, 1e-5)
+  problem.assert_close(got, want, 1e-10)
   problem.assert_close(problem.run_spherax(opt, dtype=jnp.float32), want, 1e-4)
 
 
 def test_ungrouped_leaves_are_plain_adam_with_coupled_l2():
   params = {"b": jnp.array([1.0, -2.0, 0.5])}
-  opt = spherax.adamsrt(0.1, weight_decay=0.1)
+  opt = spherax.adamsrt(0.1, l2_regularization=0.1)
   ref = optax.chain(optax.add_decayed_weights(0.1), optax.adam(0.1, 0.9, 0.99, 1e-8))
   s1, s2 = opt.init(params), ref.init(params)
   p1 = p2 = params
@@ -163,7 +163,7 @@ def test_zero_norm_groups_and_zero_gradients_stay_finite(transport):
 
 def test_transported_momentum_is_tangent_at_the_new_point():
   params = {"w": jnp.array(np.random.default_rng(1).normal(size=(5, 3)))}
-  opt = spherax.sgdmrt(0.3, weight_decay=0.1)
+  opt = spherax.sgdmrt(0.3, l2_regularization=0.1)
   grads = {"w": jnp.array(np.random.default_rng(2).normal(size=(5, 3)))}
   updates, state = opt.update(grads, opt.init(params), params)
   new = optax.apply_updates(params, updates)["w"]
@@ -174,11 +174,11 @@ def test_transported_momentum_is_tangent_at_the_new_point():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: spherax.adamsrt(b1=1.0),
-        lambda: spherax.adamsrt(b2=-0.1),
-        lambda: spherax.adamsrt(transport="exact"),
+        lambda: spherax.adamsrt(0.1, b1=1.0),
+        lambda: spherax.adamsrt(0.1, b2=-0.1),
+        lambda: spherax.adamsrt(0.1, transport="exact"),
         lambda: spherax.adamsrt(learning_rate=-1e-3),
-        lambda: spherax.adams(weight_decay=-1.0),
+        lambda: spherax.adams(0.1, l2_regularization=-1.0),
         lambda: spherax.sgdmrt(-0.1),
         lambda: spherax.sgdmrt(0.1, momentum=1.5),
     ],
@@ -199,7 +199,8 @@ def test_inject_hyperparams_schedule_and_bfloat16():
   new_updates, new_state = step(grads, state, params)
   assert jax.tree.map(lambda u: u.dtype, new_updates) == {"w": jnp.bfloat16, "b": jnp.bfloat16}
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
-  assert jax.tree.map(lambda a, b: a.dtype == b.dtype and a.shape == b.shape, new_state, state)
+  same = jax.tree.map(lambda a, b: a.dtype == b.dtype and a.shape == b.shape, new_state, state)
+  assert all(jax.tree.leaves(same)), same
   assert np.all(np.isfinite(np.asarray(new_updates["w"], np.float32)))
 
 
@@ -219,15 +220,15 @@ def _group_adam_then(lr, **kwargs):
 
 
 FUSED_VS_COMPOSITION = {
-    "adams": (lambda lr: spherax.adams(lr, B1, B2, EPS, WD),
+    "adams": (lambda lr: spherax.adams(lr, B1, B2, EPS, l2_regularization=WD),
               lambda lr: optax.chain(spherax.scale_by_group_adam(B1, B2, EPS),
                                      optax.scale_by_learning_rate(lr))),
-    "rescale_only": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, WD, transport=None),
+    "rescale_only": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, l2_regularization=WD, transport=None),
                      lambda lr: _group_adam_then(lr, kind=None)),
-    "adamsrt": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, WD), _group_adam_then),
-    "parallel": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, WD, transport="parallel"),
+    "adamsrt": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, l2_regularization=WD), _group_adam_then),
+    "parallel": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, l2_regularization=WD, transport="parallel"),
                  lambda lr: _group_adam_then(lr, kind="parallel")),
-    "sgdmrt": (lambda lr: spherax.sgdmrt(lr, 0.9, WD),
+    "sgdmrt": (lambda lr: spherax.sgdmrt(lr, 0.9, l2_regularization=WD),
                lambda lr: spherax.transport_moments(
                    optax.trace(0.9), lr, first_moments=("trace",), second_moments=())),
 }
@@ -242,4 +243,56 @@ def test_fused_step_equals_the_public_composition(problem, name):
   with jax.enable_x64(True):
     got = problem.run_spherax(fused(lr))
     want = problem.run_spherax(optax.chain(optax.add_decayed_weights(WD), inner(lr)))
-  problem.assert_close(got, want, 1e-9)
+  problem.assert_close(got, want, 1e-10)
+
+
+def test_complex_ungrouped_leaf_is_adam_on_abs_squared():
+  """Gradient 1j: optax.adam steps by −0.1j; so must AdamS/AdamSRT (|g|², not g²)."""
+  params = {"b": jnp.zeros(2, jnp.complex64)}
+  grads = {"b": jnp.array([1j, 1.0 + 1.0j], jnp.complex64)}
+  want, _ = optax.adam(0.1, 0.9, 0.99).update(grads, optax.adam(0.1, 0.9, 0.99).init(params))
+  for opt in (spherax.adams(0.1), spherax.adamsrt(0.1)):
+    got, _ = opt.update(grads, opt.init(params), params)
+    np.testing.assert_allclose(got["b"], want["b"], rtol=1e-6)
+
+
+def test_complex_group_uses_the_real_inner_product():
+  """A complex (d, 1) group is the group of R^{2d}: AdamS's v is Σ|g|², not Σg²."""
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(4, 1)) + 1j * rng.normal(size=(4, 1))
+  g = rng.normal(size=(4, 1)) + 1j * rng.normal(size=(4, 1))
+  opt = spherax.adams(0.1, eps=0.0)
+  with jax.enable_x64(True):
+    params = {"w": jnp.asarray(x)}
+    got, state = opt.update({"w": jnp.asarray(g)}, opt.init(params), params)
+    v = 0.01 * np.sum(np.abs(g) ** 2)
+    np.testing.assert_allclose(optax.tree.get(state, "nu")["w"], [[v]], rtol=1e-12)
+    # step 1: −η sqrt(d) m̂/sqrt(v̂) with m̂ = g, v̂ = Σ|g|²
+    np.testing.assert_allclose(got["w"], -0.1 * 2 * g / np.sqrt(np.sum(np.abs(g) ** 2)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [spherax.adams, spherax.adamsrt, spherax.sgdmrt])
+def test_l2_mask_leaves_masked_leaves_undecayed(make):
+  params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+  zero = jax.tree.map(jnp.zeros_like, params)
+  opt = make(0.1, l2_regularization=0.5, mask={"w": True, "b": False})
+  updates, _ = opt.update(zero, opt.init(params), params)
+  np.testing.assert_array_equal(updates["b"], 0.0)  # no L2 term on b: zero gradient, no step
+  assert np.all(np.asarray(updates["w"]) != 0)
+  by_fn = make(0.1, l2_regularization=0.5, mask=lambda p: {"w": True, "b": False})
+  np.testing.assert_array_equal(by_fn.update(zero, by_fn.init(params), params)[0]["b"], 0.0)
+
+
+@pytest.mark.parametrize("lr", ["0.1", None, [0.1]])
+def test_non_numeric_learning_rate_fails_at_construction(lr):
+  for make in (spherax.adams, spherax.adamsrt, spherax.sgdmrt):
+    with pytest.raises(TypeError, match=f"{make.__name__}: learning_rate"):
+      make(lr)
+
+
+@pytest.mark.parametrize("make", [spherax.adams, spherax.adamsrt, spherax.sgdmrt])
+def test_missing_params_error_names_the_factory_called(make):
+  params = {"w": jnp.ones((3, 2))}
+  opt = make(0.1)
+  with pytest.raises(ValueError, match=f"^{make.__name__}: update needs params"):
+    opt.update(params, opt.init(params))
