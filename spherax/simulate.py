@@ -1,10 +1,10 @@
-"""Simulators: the random-walk "simple system" and the SMD norm maps (REFERENCE §4, §5).
+"""Simulators: the random-walk "simple system" and the SMD norm maps (Wan et al., SMD and Kosson et al. 2024).
 
-* :func:`random_walk` — seed 004 App. J: ``f(X) = γ_out ⊙ BN(W(γ_in ⊙ X))`` with
+* :func:`random_walk` — Kosson et al. 2024 App. J: ``f(X) = γ_out ⊙ BN(W(γ_in ⊙ X))`` with
   fresh Gaussian inputs and output gradients every step, so the rows of ``W``
   (scale-invariant under the batch norm) perform a random walk. Any optax
   optimizer can drive it; it records each row's norm and angular update per step.
-* :func:`smd_sgd`, :func:`smd_sgdm` — seed 002 App. C.1: the iterative maps of the
+* :func:`smd_sgd`, :func:`smd_sgdm` — Wan et al., SMD App. C.1: the iterative maps of the
   squared norm under SGD / SGDM with weight decay.
 
 All loops are ``jax.lax.scan`` under ``jax.jit``.
@@ -16,6 +16,11 @@ Example:
 >>> x = simulate.smd_sgd(10.0, 0.1, 1e-3, jnp.full(20000, 2.0))
 >>> bool(jnp.isclose(x[-1], theory.smd.sqnorm_sgd(0.1, 1e-3, 2.0), rtol=1e-4))
 True
+
+References:
+
+* Wan et al., SMD: Wan et al., *Spherical Motion Dynamics: Learning Dynamics of Neural Network with Normalization, Weight Decay, and SGD*, ICLR 2021 submission.
+* Kosson et al. 2024: Kosson, Messmer, Jaggi, *Rotational Equilibrium: How Weight Decay Balances Learning Across Neural Networks*, ICML 2024, arXiv:2305.17212.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ def random_walk(
     features: int = 128,
     eps: float = 1e-5,
 ) -> RandomWalk:
-  """Runs the random walk of seed 004 App. J and records every row of ``W``.
+  """Runs the random walk of Kosson et al. 2024 App. J and records every row of ``W``.
 
   ``W ∈ R^{K×C}`` (stored Flax-style as a ``(C, K)`` kernel, so the default
   ``groups=None`` rule groups it per row of ``W``) starts at
@@ -143,7 +148,7 @@ def _random_walk(optimizer, steps, key, batch, channels, features, eps):
 
 @jax.jit
 def smd_sgd(x0, learning_rate, weight_decay, unit_grad_sqnorms):
-  """The SMD map of ``x = ||w||²`` under SGD + L2 (seed 002 App. C.1, Eq. 42).
+  """The SMD map of ``x = ||w||²`` under SGD + L2 (Wan et al., SMD App. C.1, Eq. 42).
 
   ``x_{t+1} = (1 − 2λη) x_t + L_t η² / x_t`` with ``L_t = ||g̃_t||²`` the squared
   unit-gradient norm at step ``t``; its fixed point for constant ``L`` is
@@ -170,7 +175,7 @@ def smd_sgd(x0, learning_rate, weight_decay, unit_grad_sqnorms):
 
 @jax.jit
 def smd_sgdm(x0, learning_rate, weight_decay, momentum, unit_grad_sqnorms):
-  """The SMD map of SGDM + L2 (seed 002 App. C.1).
+  """The SMD map of SGDM + L2 (Wan et al., SMD App. C.1).
 
   ``X = (||w_t||², <w_t, w_{t−1}>, ||w_{t−1}||²)``,
   ``X_{t+1} = A X_t + (L_t η² / X_t[0]) e`` with ``e = (1, 0, 0)`` and, writing

@@ -1,4 +1,10 @@
-"""The random-walk simple system (seed 004 App. J) and the SMD maps (seed 002 App. C.1)."""
+"""The random-walk simple system (Kosson et al. 2024 App. J) and the SMD maps (Wan et al., SMD App. C.1).
+
+References:
+
+* Kosson et al. 2024: Kosson, Messmer, Jaggi, *Rotational Equilibrium: How Weight Decay Balances Learning Across Neural Networks*, ICML 2024, arXiv:2305.17212.
+* Wan et al., SMD: Wan et al., *Spherical Motion Dynamics: Learning Dynamics of Neural Network with Normalization, Weight Decay, and SGD*, ICLR 2021 submission.
+"""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Rotational equilibrium: predicted norms and update sizes (REFERENCE §5, seed 004).
+"""Rotational equilibrium: predicted norms and update sizes (Kosson et al. 2024).
 
 A scale-invariant group trained with weight decay reaches an equilibrium where the
 gradient part of each update (which grows the norm) and the decay (which shrinks
@@ -28,6 +28,10 @@ Example:
 0.003244
 >>> round(float(equilibrium.norm_adamw(1e-3, 0.1, group_size=128)), 6)
 0.8
+
+References:
+
+* Kosson et al. 2024: Kosson, Messmer, Jaggi, *Rotational Equilibrium: How Weight Decay Balances Learning Across Neural Networks*, ICML 2024, arXiv:2305.17212.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ __all__ = [
 
 
 def rms_update_sgdm(learning_rate, grad_sqnorm, momentum=0.9):
-  """``η̂_g = η sqrt(E||g||² / (1 − α²))`` for SGDM (seed 004 Table 1, App. H).
+  """``η̂_g = η sqrt(E||g||² / (1 − α²))`` for SGDM (Kosson et al. 2024 Table 1, App. H).
 
   ``grad_sqnorm`` is ``E||g||²`` at the current norm (not the unit gradient).
 
@@ -75,7 +79,7 @@ def rms_update_sgdm(learning_rate, grad_sqnorm, momentum=0.9):
 
 
 def angular_update_sgdm(learning_rate, weight_decay, momentum=0.9):
-  """``η̂_r = sqrt(2ηλ / (1 + α))`` for SGDM (seed 004 Table 1; SMD Theorem 3).
+  """``η̂_r = sqrt(2ηλ / (1 + α))`` for SGDM (Kosson et al. 2024 Table 1; SMD Theorem 3).
 
   Identical to :func:`spherax.theory.smd.angular_update_sgdm`.
 
@@ -86,7 +90,7 @@ def angular_update_sgdm(learning_rate, weight_decay, momentum=0.9):
 
 
 def norm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum=0.9):
-  """``||ω̂|| = (η E||g̃||² / (2λ(1 − α)))^{1/4}`` for SGDM (seed 004 Table 1).
+  """``||ω̂|| = (η E||g̃||² / (2λ(1 − α)))^{1/4}`` for SGDM (Kosson et al. 2024 Table 1).
 
   This is the first-order form; :func:`spherax.theory.smd.norm_sgdm` keeps the
   ``λη/(1+α)`` correction of SMD Theorem 2.
@@ -108,7 +112,7 @@ def norm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum=0.9):
 
 
 def rms_update_adamw(learning_rate, group_size, b1=0.9):
-  """``η̂_g = η sqrt(C (1 − β1) / (1 + β1))`` for AdamW (seed 004 Table 1, App. G).
+  """``η̂_g = η sqrt(C (1 − β1) / (1 + β1))`` for AdamW (Kosson et al. 2024 Table 1, App. G).
 
   >>> round(float(rms_update_adamw(1e-3, 128, b1=0.0)), 6)
   0.011314
@@ -120,7 +124,7 @@ def rms_update_adamw(learning_rate, group_size, b1=0.9):
 
 
 def angular_update_adamw(learning_rate, weight_decay, b1=0.9):
-  """``η̂_r = sqrt(2ηλ (1 − β1) / (1 + β1))`` for AdamW (seed 004 Table 1).
+  """``η̂_r = sqrt(2ηλ (1 − β1) / (1 + β1))`` for AdamW (Kosson et al. 2024 Table 1).
 
   >>> round(float(angular_update_adamw(1e-3, 0.1, b1=0.0)), 6)
   0.014142
@@ -132,7 +136,7 @@ def angular_update_adamw(learning_rate, weight_decay, b1=0.9):
 
 
 def norm_adamw(learning_rate, weight_decay, group_size):
-  """``||ω̂|| = sqrt(ηC / (2λ))`` for AdamW (seed 004 Table 1).
+  """``||ω̂|| = sqrt(ηC / (2λ))`` for AdamW (Kosson et al. 2024 Table 1).
 
   >>> round(float(norm_adamw(5e-2, 1e-2, 16)), 6)
   6.324555
@@ -147,7 +151,7 @@ def norm_adamw(learning_rate, weight_decay, group_size):
 
 
 def lion_factor(b1=0.9, b2=0.99):
-  """``(1 − β1)² + β1²(1 − β2)/(1 + β2)``, the momentum factor of Lion (seed 004 App. I).
+  """``(1 − β1)² + β1²(1 − β2)/(1 + β2)``, the momentum factor of Lion (Kosson et al. 2024 App. I).
 
   >>> round(float(lion_factor(0.9, 0.99)), 6)
   0.014070
@@ -167,7 +171,7 @@ def rms_update_lion(learning_rate, group_size):
 
 
 def angular_update_lion(learning_rate, weight_decay, b1=0.9, b2=0.99):
-  """``η̂_r = sqrt(πηλ) sqrt(lion_factor)`` for Lion (seed 004 Table 1).
+  """``η̂_r = sqrt(πηλ) sqrt(lion_factor)`` for Lion (Kosson et al. 2024 Table 1).
 
   >>> round(float(angular_update_lion(5e-4, 1.0)), 6)
   0.004701
@@ -179,7 +183,7 @@ def angular_update_lion(learning_rate, weight_decay, b1=0.9, b2=0.99):
 
 
 def norm_lion(learning_rate, weight_decay, group_size, b1=0.9, b2=0.99):
-  """``||ω̂|| = sqrt(ηC / (πλ)) · lion_factor^{-1/2}`` for Lion (seed 004 Table 1).
+  """``||ω̂|| = sqrt(ηC / (πλ)) · lion_factor^{-1/2}`` for Lion (Kosson et al. 2024 Table 1).
 
   >>> round(float(norm_lion(5e-4, 1.0, 16)), 6)
   0.42542
@@ -195,7 +199,7 @@ def norm_lion(learning_rate, weight_decay, group_size, b1=0.9, b2=0.99):
 
 
 def sqnorm_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm):
-  """``y = ||ω̂||²`` for Adam+L2: the real root of a cubic (seed 004 App. I.2).
+  """``y = ||ω̂||²`` for Adam+L2: the real root of a cubic (Kosson et al. 2024 App. I.2).
 
   ``4λ²y³ − Cη²λ²y² − Cη²E||g̃||² = 0``.
 
@@ -223,7 +227,7 @@ def sqnorm_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm):
 
 
 def norm_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm):
-  """``||ω̂|| = sqrt(y)`` with ``y`` from :func:`sqnorm_adam_l2` (seed 004 Table 1).
+  """``||ω̂|| = sqrt(y)`` with ``y`` from :func:`sqnorm_adam_l2` (Kosson et al. 2024 Table 1).
 
   Unlike AdamW it depends on the gradient size ``E||g̃||²``: groups with different
   gradient magnitudes settle at different norms (unbalanced equilibrium).
@@ -235,7 +239,7 @@ def norm_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm):
 
 
 def rms_update_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm, b1=0.9):
-  """RMS update of Adam+L2 (seed 004 App. I.2).
+  """RMS update of Adam+L2 (Kosson et al. 2024 App. I.2).
 
   ``η̂_g² = η² C (1−β1)/(1+β1) · E||g̃||² / (E||g̃||² + λ²||ω̂||⁴)``: the AdamW size
   times the share of the normalized update that comes from the gradient rather
@@ -253,7 +257,7 @@ def rms_update_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm
 
 
 def angular_update_adam_l2(learning_rate, weight_decay, group_size, unit_grad_sqnorm, b1=0.9):
-  """``η̂_r = η̂_g / ||ω̂||`` for Adam+L2 (seed 004 App. I.2): depends on ``E||g̃||²``.
+  """``η̂_r = η̂_g / ||ω̂||`` for Adam+L2 (Kosson et al. 2024 App. I.2): depends on ``E||g̃||²``.
 
   >>> a = angular_update_adam_l2(1e-3, 1e-3, 128, 1e-4)
   >>> b = angular_update_adam_l2(1e-3, 1e-3, 128, 1e-2)

@@ -1,4 +1,4 @@
-"""Spherical Motion Dynamics: SGD/SGDM + weight decay equilibrium (REFERENCE §4, seed 002).
+"""Spherical Motion Dynamics: SGD/SGDM + weight decay equilibrium (Wan et al., SMD).
 
 Wan et al. study SGD with L2 weight decay on a scale-invariant group,
 ``w ← w − η(g + λw)``, and SGDM ``v ← αv + g + λw``, ``w ← w − ηv``. With the
@@ -24,6 +24,10 @@ Example:
 0.003244
 >>> round(float(smd.norm_rescale_factor(10.0)), 6)
 0.562341
+
+References:
+
+* Wan et al., SMD: Wan et al., *Spherical Motion Dynamics: Learning Dynamics of Neural Network with Normalization, Weight Decay, and SGD*, ICLR 2021 submission.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def _as_floats(who, **values):
 
 
 def sqnorm_sgd(learning_rate, weight_decay, unit_grad_sqnorm):
-  """Equilibrium ``||w||² = sqrt(Lη/(2λ))`` of SGD + L2 (seed 002 Theorem 1).
+  """Equilibrium ``||w||² = sqrt(Lη/(2λ))`` of SGD + L2 (Wan et al., SMD Theorem 1).
 
   The fixed point of the first-order map ``x ← (1−2λη)x + Lη²/x``.
 
@@ -91,7 +95,7 @@ def sqnorm_sgd(learning_rate, weight_decay, unit_grad_sqnorm):
 
 
 def norm_sgd(learning_rate, weight_decay, unit_grad_sqnorm):
-  """Equilibrium ``||w|| = (Lη/(2λ))^{1/4}`` of SGD + L2 (seed 002 Theorem 1).
+  """Equilibrium ``||w|| = (Lη/(2λ))^{1/4}`` of SGD + L2 (Wan et al., SMD Theorem 1).
 
   >>> round(float(norm_sgd(0.1, 1e-3, 1.0)), 4)
   2.6591
@@ -100,7 +104,7 @@ def norm_sgd(learning_rate, weight_decay, unit_grad_sqnorm):
 
 
 def angular_update_sgd(learning_rate, weight_decay):
-  """Equilibrium angular update ``sqrt(2λη)`` of SGD + L2 (seed 002 Theorem 3).
+  """Equilibrium angular update ``sqrt(2λη)`` of SGD + L2 (Wan et al., SMD Theorem 3).
 
   >>> round(float(angular_update_sgd(0.1, 1e-3)), 6)
   0.014142
@@ -124,7 +128,7 @@ def approach_rate_sgd(learning_rate, weight_decay):
 
 
 def sqnorm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum=0.9):
-  """Equilibrium ``||w||²`` of SGDM + L2 (seed 002 Theorem 2).
+  """Equilibrium ``||w||²`` of SGDM + L2 (Wan et al., SMD Theorem 2).
 
   ``sqrt(Lη / (λ(1−α)(2 − λη/(1+α))))``, the fixed point of the SGDM map of
   App. C.1 (:func:`spherax.simulate.smd_sgdm`).
@@ -153,7 +157,7 @@ def norm_sgdm(learning_rate, weight_decay, unit_grad_sqnorm, momentum=0.9):
 
 
 def angular_update_sgdm(learning_rate, weight_decay, momentum=0.9):
-  """Equilibrium angular update ``sqrt(2λη/(1+α))`` of SGDM + L2 (seed 002 Theorem 3).
+  """Equilibrium angular update ``sqrt(2λη/(1+α))`` of SGDM + L2 (Wan et al., SMD Theorem 3).
 
   >>> round(float(angular_update_sgdm(0.1, 1e-3, momentum=0.0)), 6)
   0.014142
@@ -185,7 +189,7 @@ def approach_rate_sgdm(learning_rate, weight_decay, momentum=0.9):
 def steps_to_reequilibrate(k, learning_rate, weight_decay, momentum=0.0):
   """Lower bound on the steps to the new equilibrium after the lr is divided by ``k``.
 
-  Seed 002 Corollary 3.1: ``log(k)(1−α)/(4λη)`` (``momentum=0`` for SGD). Its
+  Wan et al., SMD Corollary 3.1: ``log(k)(1−α)/(4λη)`` (``momentum=0`` for SGD). Its
   proof bounds the shrinking of ``||w||²`` per step by ``(1 − 2λη)`` (SGD), so
   ``learning_rate`` is the rate in effect *after* the drop; ``||w||²`` has to
   shrink by ``sqrt(k)``. Returned as a real number (take the ceiling for a step
@@ -208,7 +212,7 @@ def norm_rescale_factor(k):
   """``k^{-1/4}``: multiply scale-invariant norms by this when the lr is divided by ``k``.
 
   The equilibrium ``||w||`` scales like ``η^{1/4}`` (Theorems 1–2), so the rescaled
-  weights sit at the new equilibrium at once (seed 002 §5).
+  weights sit at the new equilibrium at once (Wan et al., SMD §5).
 
   >>> float(norm_rescale_factor(16.0))
   0.5

@@ -27,6 +27,10 @@ Example: an SGD step ``x − η g`` with ``g ⊥ x`` turns ``x`` by ``arctan(η|
 >>> step = spherical.spherical_step(x, g, 1.0, learning_rate=0.5)
 >>> step.effective_lr.tolist(), step.angle.tolist() == [float(jnp.arctan(0.5 / 2))]
 ([0.125], True)
+
+References:
+
+* Roburin et al. 2022: Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on Learning with Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ class SphericalStep(NamedTuple):
 def spherical_step(x, a, b, learning_rate, layout: GroupLayout | None = None) -> SphericalStep:
   """Effective learning rate, direction and predicted rotation of ``x − η a ⊘ b``.
 
-  Seed 000 Theorem 2 (see the module docstring). ``a`` and ``b`` broadcast against
+  Roburin et al. 2022 Theorem 2 (see the module docstring). ``a`` and ``b`` broadcast against
   ``x`` (``b = 1`` for SGD); ``layout`` splits ``x`` into groups
   (:mod:`spherax.groups`), default one group for the whole array. Divisions are
   guarded: a zero group or a zero ``b`` gives zeros, not NaN.

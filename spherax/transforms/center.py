@@ -1,4 +1,9 @@
-"""Centering updates per group (REFERENCE §5, Rotational Wrapper step 3)."""
+"""Centering updates per group (Kosson et al. 2024, Algorithm 1, step 3).
+
+References:
+
+* Kosson et al. 2024: Kosson, Messmer, Jaggi, *Rotational Equilibrium: How Weight Decay Balances Learning Across Neural Networks*, ICML 2024, arXiv:2305.17212.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ def center(*, groups: Any = None) -> optax.GradientTransformationExtraArgs:
   """Subtracts each group's mean from the update.
 
   Per group: ``q ← q − (1/d) Σ_group q`` (the RV wrapper's optional centering,
-  REFERENCE §5 step 3), so every group of the output sums to zero; the map is
+  Kosson et al. 2024, Algorithm 1, step 3), so every group of the output sums to zero; the map is
   idempotent. Ungrouped leaves pass through. Groups must have at least 2
   elements (centering a 1-element group would erase it).
 

@@ -1,4 +1,4 @@
-"""Weight-norm rescale at learning-rate drops (SMD, REFERENCE §4, seed 002 Corollary 3.1).
+"""Weight-norm rescale at learning-rate drops (Wan et al., SMD Corollary 3.1).
 
 For SGD(M) with weight decay, a scale-invariant group's equilibrium norm scales
 as ``||w||² ∝ sqrt(η)``. When the learning rate is divided by ``k``, reaching the
@@ -22,6 +22,10 @@ Example:
 >>> u, state = opt.update({'w': jnp.zeros((2, 2))}, state, x)   # lr 0.1 → 0.1/16
 >>> optax.apply_updates(x, u)['w'].tolist()
 [[1.0, 0.0], [0.0, 1.0]]
+
+References:
+
+* Wan et al., SMD: Wan et al., *Spherical Motion Dynamics: Learning Dynamics of Neural Network with Normalization, Weight Decay, and SGD*, ICLR 2021 submission.
 """
 
 from __future__ import annotations

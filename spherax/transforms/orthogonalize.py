@@ -1,8 +1,13 @@
-"""Removing the radial part of an update (REFERENCE §1, §3 phenomenon (b)).
+"""Removing the radial part of an update (Roburin et al. 2022 Lemma 1; Roburin et al., ICLR 2021 submission §4, phenomenon (b)).
 
 For a scale-invariant group ``x`` with ``u = x/||x||``, only the tangential part
 ``q⊥ = q − <q, u> u`` of an update changes the function; the radial part only
 changes the radius. :func:`orthogonalize` keeps ``q⊥``, group by group.
+
+References:
+
+* Roburin et al. 2022: Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on Learning with Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382.
+* Roburin et al., ICLR 2021 submission: Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *A spherical analysis of Adam with Batch Normalization*, ICLR 2021 submission (OpenReview).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ __all__ = ["orthogonalize"]
 def orthogonalize(*, groups: Any = None) -> optax.GradientTransformationExtraArgs:
   """Projects each grouped update on the tangent space at the params.
 
-  Per group (REFERENCE §1): ``q ← q − <q, x> x / ||x||²``, so ``<q, x> = 0``
+  Per group (Roburin et al. 2022 §2): ``q ← q − <q, x> x / ||x||²``, so ``<q, x> = 0``
   afterwards; the map is idempotent. Zero-norm groups pass through unchanged.
   Ungrouped leaves pass through. Groups must have at least 2 elements (the
   tangent space of a 1-element group is ``{0}``: such a group could never move).

@@ -3,7 +3,7 @@
 A conv kernel, a dense kernel and a bias in Flax layout; 50 steps of seeded
 gradients, every other one made orthogonal to the current weights per output
 unit (as a scale-invariant loss would give). A test runs a spherax optimizer
-with :func:`run_spherax` and its own NumPy re-derivation of REFERENCE.md with
+with :func:`run_spherax` and its own NumPy re-derivation of the papers' update rules with
 :func:`run_numpy` on the same gradient stream, then compares with
 :meth:`Problem.assert_close`.
 """

@@ -1,4 +1,9 @@
-"""AdamS / Adam w/o (ab) / AdamSRT / SGDMRT against a NumPy re-derivation of REFERENCE §3."""
+"""AdamS / Adam w/o (ab) / AdamSRT / SGDMRT against a NumPy re-derivation of Roburin et al., ICLR 2021 submission §4 and the released AdamSRT code.
+
+References:
+
+* Roburin et al., ICLR 2021 submission: Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *A spherical analysis of Adam with Batch Normalization*, ICLR 2021 submission (OpenReview).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +23,7 @@ def _dots(a, b):
 
 
 def _numpy_adamsrt(group_moment, transport, rescale):
-  """REFERENCE §3 "Reference code behaviour", one leaf at a time (columns = groups)."""
+  """The released AdamSRT code's update (Roburin et al., ICLR 2021 submission §4), one leaf at a time (columns = groups)."""
 
   def init(params):
     def leaf(x):

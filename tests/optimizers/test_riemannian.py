@@ -1,4 +1,9 @@
-"""AdamG, SGDG and AdaGradG against NumPy re-derivations of REFERENCE §2–3."""
+"""AdamG, SGDG and AdaGradG against NumPy re-derivations of Cho & Lee, *Riemannian approach to batch normalization*, NeurIPS 2017, and Roburin et al. 2022 Theorem 4.
+
+References:
+
+* Roburin et al. 2022: Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on Learning with Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +23,7 @@ def _dots(a, b):
 
 
 def _sphere_move(Y, D, M):
-  """exp_Y(D) and M parallel-transported along D (REFERENCE §3, AdamG)."""
+  """exp_Y(D) and M parallel-transported along D (Cho & Lee 2017)."""
   size = np.sqrt(_dots(D, D))
   W = D / size
   M = M - _dots(W, M) * (np.sin(size) * Y + (1 - np.cos(size)) * W)

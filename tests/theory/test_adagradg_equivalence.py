@@ -1,10 +1,14 @@
-"""SGD ≡ AdaGradG (seed 000 Theorem 4, Fig. 2) on a small BatchNorm network.
+"""SGD ≡ AdaGradG (Roburin et al. 2022 Theorem 4, Fig. 2) on a small BatchNorm network.
 
 Two hidden ``Linear → BatchNorm`` layers make every hidden filter (kernel column)
 scale-invariant. Those filters are trained by SGD + L2, by ``spherax.adagradg``
 with the Theorem 4 hyperparameters, or by AdaGrad with a matched first step; the
 rest of the network (BN gains/offsets, classifier) by plain SGD in every run.
 After 200 steps the SGD and AdaGradG filters point the same way; AdaGrad's do not.
+
+References:
+
+* Roburin et al. 2022: Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on Learning with Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382.
 """
 
 import jax

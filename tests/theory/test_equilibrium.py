@@ -1,4 +1,9 @@
-"""Rotational-equilibrium predictions (seed 004 Table 1, App. F–I)."""
+"""Rotational-equilibrium predictions (Kosson et al. 2024 Table 1, App. F–I).
+
+References:
+
+* Kosson et al. 2024: Kosson, Messmer, Jaggi, *Rotational Equilibrium: How Weight Decay Balances Learning Across Neural Networks*, ICML 2024, arXiv:2305.17212.
+"""
 
 import math
 

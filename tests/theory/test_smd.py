@@ -1,4 +1,9 @@
-"""SMD theory (seed 002) against the iterative norm maps of App. C.1."""
+"""SMD theory (Wan et al., SMD) against the iterative norm maps of App. C.1.
+
+References:
+
+* Wan et al., SMD: Wan et al., *Spherical Motion Dynamics: Learning Dynamics of Neural Network with Normalization, Weight Decay, and SGD*, ICLR 2021 submission.
+"""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,9 @@
-"""Seed 000 Theorem 2 and Table 1 against real optax steps on scale-invariant losses."""
+"""Roburin et al. 2022 Theorem 2 and Table 1 against real optax steps on scale-invariant losses.
+
+References:
+
+* Roburin et al. 2022: Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on Learning with Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382.
+"""
 
 import jax
 import jax.numpy as jnp

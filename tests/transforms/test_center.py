@@ -1,4 +1,9 @@
-"""center: subtract each group's mean (REFERENCE §5 step 3)."""
+"""center: subtract each group's mean (Kosson et al. 2024, Algorithm 1, step 3).
+
+References:
+
+* Kosson et al. 2024: Kosson, Messmer, Jaggi, *Rotational Equilibrium: How Weight Decay Balances Learning Across Neural Networks*, ICML 2024, arXiv:2305.17212.
+"""
 
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,9 @@
-"""scale_by_group_adam: Adam with a per-group second moment (REFERENCE §3 steps 1-3)."""
+"""scale_by_group_adam: Adam with a per-group second moment (Roburin et al., ICLR 2021 submission §4, steps 1-3 of the released code).
+
+References:
+
+* Roburin et al., ICLR 2021 submission: Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *A spherical analysis of Adam with Batch Normalization*, ICLR 2021 submission (OpenReview).
+"""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,9 @@
-"""The SMD norm rescale at learning-rate drops (REFERENCE §4)."""
+"""The SMD norm rescale at learning-rate drops (Wan et al., SMD Corollary 3.1).
+
+References:
+
+* Wan et al., SMD: Wan et al., *Spherical Motion Dynamics: Learning Dynamics of Neural Network with Normalization, Weight Decay, and SGD*, ICLR 2021 submission.
+"""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,9 @@
-"""orthogonalize: the tangential part of each grouped update (REFERENCE §1)."""
+"""orthogonalize: the tangential part of each grouped update (Roburin et al. 2022 §2).
+
+References:
+
+* Roburin et al. 2022: Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on Learning with Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382.
+"""
 
 import jax.numpy as jnp
 import numpy as np

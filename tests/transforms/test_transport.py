@@ -1,4 +1,9 @@
-"""transport_moments: moments moved to x' = x − η s and rescaled (REFERENCE §3 step 4)."""
+"""transport_moments: moments moved to x' = x − η s and rescaled (Roburin et al., ICLR 2021 submission §4, step 4 of the released code).
+
+References:
+
+* Roburin et al., ICLR 2021 submission: Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *A spherical analysis of Adam with Batch Normalization*, ICLR 2021 submission (OpenReview).
+"""
 
 from typing import Any, NamedTuple
 
