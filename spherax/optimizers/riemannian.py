@@ -23,6 +23,7 @@ from then on every step is an update of size ``O(1)`` on ``O(1)`` entries.
 """
 
 
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -347,8 +348,9 @@ def adagradg(
   _check_common(who, learning_rate, 0.0)
   if isinstance(decay, (int, float)) and not 0.0 <= decay <= 1.0:
     raise ValueError(f"{who}: decay must be in [0, 1], got {decay}")
-  per_leaf = callable(initial_accumulator_value) or not isinstance(
-      initial_accumulator_value, (int, float, jax.Array))
+  per_leaf = callable(initial_accumulator_value) or not (
+      isinstance(initial_accumulator_value, numbers.Real)
+      or (hasattr(initial_accumulator_value, "shape") and not initial_accumulator_value.shape))
   if not per_leaf:
     check_nonnegative(who, "initial_accumulator_value", initial_accumulator_value)
 

@@ -327,3 +327,20 @@ def test_bfloat16_holds_the_unit_norm_for_20k_steps(name):
   errors = np.asarray(run(x0))
   assert errors.max() <= 2e-2, f"max |‖x‖−1| = {errors.max():.3g} (bf16 eps 7.8e-3)"
   assert errors[-1000:].max() <= 2e-2
+
+
+def test_adagradg_initial_accumulator_per_group_forms():
+  params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+  for value, want in ((np.float64(2.0), [[2.0, 2.0]]), (jnp.asarray(2.0), [[2.0, 2.0]]),
+                      ({"w": jnp.array([[1.0, 4.0]]), "b": None}, [[1.0, 4.0]]),
+                      (lambda p: {"w": 3.0, "b": None}, [[3.0, 3.0]])):
+    state = spherax.adagradg(0.1, 0.9, value).init(params)
+    np.testing.assert_array_equal(state.nu["w"], want)
+  with pytest.raises(ValueError, match="'w'.*\\(1, 2\\)"):
+    spherax.adagradg(0.1, 0.9, {"w": jnp.ones(3), "b": None}).init(params)
+  # per-group v0 = 1 and 4: the first step's size is η/sqrt(v0) per group
+  opt = spherax.adagradg(1.0, 0.9, {"w": jnp.array([[1.0, 4.0]]), "b": None})
+  x = {"w": jnp.array([[1.0, 1.0], [0.0, 0.0]]), "b": jnp.ones(2)}
+  g = {"w": jnp.array([[0.0, 0.0], [-1.0, -1.0]]), "b": jnp.zeros(2)}
+  new = optax.apply_updates(x, opt.update(g, opt.init(x), x)[0])["w"]
+  np.testing.assert_allclose(new[1] / new[0], [1.0, 0.5], rtol=1e-6)
