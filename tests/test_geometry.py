@@ -194,9 +194,9 @@ def test_norm_and_dot_reach_float32_range_against_float64():
   x32, y32 = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
   x64, y64 = np.asarray(x32, np.float64), np.asarray(y32, np.float64)
   np.testing.assert_allclose(
-      np.ravel(geometry.norm(x32, layout)), np.linalg.norm(x64, axis=0), rtol=1e-5)
+      np.ravel(geometry.norm(x32, layout, safe=True)), np.linalg.norm(x64, axis=0), rtol=1e-5)
   np.testing.assert_allclose(
-      np.ravel(geometry.dot(x32, y32, layout)), np.sum(x64 * y64, 0), rtol=1e-4)
+      np.ravel(geometry.dot(x32, y32, layout, safe=True)), np.sum(x64 * y64, 0), rtol=1e-4)
   # Products that overflow (a² > 3.4e38) while their sum does not: a·a − a·a = 0, a·a − 0.9a·a.
   a = 3e19
   u = jnp.array([[a, a], [a, a]], jnp.float32)
@@ -204,27 +204,28 @@ def test_norm_and_dot_reach_float32_range_against_float64():
   u64, v64 = np.asarray(u, np.float64), np.asarray(v, np.float64)
   # to rounding: |error| <= eps·Σ|u v| (the products may be fused into FMAs)
   np.testing.assert_allclose(
-      geometry.dot(u, v, _layout(u)), [np.sum(u64 * v64, 0)], atol=1e-6 * 2 * a * a)
+      geometry.dot(u, v, _layout(u), safe=True), [np.sum(u64 * v64, 0)], atol=1e-6 * 2 * a * a)
   # Only the squared norm itself is out of range: it is inf, as its value is.
   assert np.isinf(geometry.sqnorm(x32, layout)[0, 0])
   # Groups that were fine keep their plain one-pass value bit for bit.
   plain = geometry.norm(x32[:, 1:2], _layout(x32[:, 1:2]))
-  assert geometry.norm(x32, layout)[0, 1] == plain[0, 0]
+  assert geometry.norm(x32, layout, safe=True)[0, 1] == plain[0, 0]
+  assert np.isinf(geometry.norm(x32, layout)[0, 0])  # the default is the plain pass
 
 
 def test_non_finite_inputs_stay_non_finite_and_bf16_is_scaled_in_float32():
   x = jnp.array([[jnp.inf, 1.0], [1.0, jnp.nan]], jnp.float32)
-  n = geometry.norm(x, _layout(x))
+  n = geometry.norm(x, _layout(x), safe=True)
   assert np.isinf(n[0, 0]) and np.isnan(n[0, 1])
   b = jnp.full((8, 1), 1e30, jnp.bfloat16)
-  got = geometry.norm(b, _layout(b))
+  got = geometry.norm(b, _layout(b), safe=True)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(got, np.sqrt(8) * float(b[0, 0]), rtol=1e-6)
 
 
 def test_gradients_through_the_overflow_guard_are_finite():
   x = jnp.asarray(RNG.normal(size=(5, 2)), jnp.float32)
-  g = jax.grad(lambda x: jnp.sum(geometry.norm(x, _layout(x))))(x)
+  g = jax.grad(lambda x: jnp.sum(geometry.norm(x, _layout(x), safe=True)))(x)
   np.testing.assert_allclose(g, x / np.linalg.norm(np.asarray(x), axis=0), rtol=1e-5)
 
 

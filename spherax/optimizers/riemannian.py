@@ -119,11 +119,12 @@ def _geodesic_step(layout, x, g, m, clip_norm, decay, gain, sigma):
   along ``Δ``: ``m' − <ŵ, m'>(sin||Δ|| y + (1 − cos||Δ||) ŵ)``, ``ŵ = Δ/||Δ||``
   (Cho & Lee 2017, Algorithms 1–2), plus ``||h||²``.
 
-  Statistics (each a reduction of the raw inputs, overflow-safe: see
-  :mod:`spherax.geometry`): ``r = ||x||``, ``||g||``, ``<g, x>`` give
+  Statistics (each a reduction of the raw inputs): ``r = ||x||``, ``||g||``,
+  ``<g, x>`` give
   ``||h|| = κ ||g|| sqrt(1 − cos²(g, x))`` and ``h = κ(g − p x)``,
   ``p = <g, x>/r²``; ``m'`` is written once and reduced to ``||m'||``, so
-  ``θ = ||Δ|| = |σ| ||m'||`` and ``<ŵ, m'> = sign(σ) ||m'||``. The move rotates
+  ``θ = ||Δ|| = |σ| ||m'||`` and ``<ŵ, m'> = sign(σ) ||m'||`` (``θ = 0`` when
+  ``σ = 0``, e.g. an overflowed ``v``). The move rotates
   the plane of ``y`` and ``ŵ`` by ``θ``: ``x' = cos θ y + sin θ ŵ`` and the
   moved moment is ``||m'|| (cos θ ŵ − sin θ y)`` (``m'`` itself when ``σ = 0``).
   It is done as three shears, each an element-wise pass that rewrites one of
@@ -159,11 +160,14 @@ def _geodesic_step(layout, x, g, m, clip_norm, decay, gain, sigma):
   a_g, a_x = hoist(gain * kappa, -gain * kappa * p)
   m_new = decay * m + e(a_g) * g + e(a_x) * x
   mn = geometry.norm(m_new, layout)
-  theta = jnp.abs(s) * mn  # ||Δ||
+  # No move when σ = 0 (e.g. an overflowed v) or when ||m'||² is past the dtype's range
+  # (a skipped step, never 0·inf or cos(inf)).
+  still = (s == 0) | ~jnp.isfinite(mn)
+  theta = jnp.where(still, 0, jnp.abs(s) * mn)  # ||Δ||
   cos, sin = jnp.cos(theta), jnp.sin(theta)
-  q = s * (safe_div(sin, theta) + (theta == 0))  # x' = cos θ y + q m'
+  q = jnp.where(still, 0, s * (safe_div(sin, theta) + (theta == 0)))  # x' = cos θ y + q m'
   sign = jnp.where(cos < 0, -1.0, 1.0).astype(r.dtype)
-  t = jnp.where(s < 0, -sin, sin) * mn / (1 + jnp.abs(cos))
+  t = jnp.where(still, 0, jnp.where(s < 0, -sin, sin) * mn / (1 + jnp.abs(cos)))
   moving = (mn > 0).astype(r.dtype)
   s_m, s_x, x_x, x_s, m_x = hoist(sign * moving, -t * inv_r, sign * inv_r, sign * q, -sign * t)
   shear = e(s_m) * m_new + e(s_x) * x  # S
@@ -395,8 +399,11 @@ def adagradg(
     one = jnp.ones((), r.dtype)
     cos_gx = jnp.clip(gx * geometry.safe_div(one, r) * geometry.safe_div(one, gn), -1, 1)
     size = big * jnp.sqrt(jnp.maximum(a * a - 2 * a * b * cos_gx + b * b, 0))
-    inv = geometry.safe_div(one, size)
-    inv, step = hoist(inv, -inv * k)
+    # ||g||² past the dtype's range: no step this time (v becomes inf: no later
+    # steps either, as optax.adam's zero update once its second moment overflows).
+    finite = jnp.isfinite(size)
+    inv = geometry.safe_div(one, jnp.where(finite, size, r))
+    inv, step = hoist(inv, jnp.where(finite, -inv * k, 0))
     x_new = geometry.expand(inv, layout) * x + geometry.expand(step, layout) * g
     return x_new, None, decay * nu + gn * gn
 

@@ -14,8 +14,7 @@ Adam with Batch Normalization*, ICLR 2021 submission (OpenReview), §4:
 * ``||g'||²`` and ``||x||²`` are reductions of the raw inputs (``g'`` is never
   written: XLA:CPU reduces an element-wise expression of its entry arrays in one
   fast pass);
-* ``m'`` is written once and reduced to ``<x, m'>`` and ``||m'||`` (overflow-safe,
-  :mod:`spherax.geometry`);
+* ``m'`` is written once and reduced to ``<x, m'>`` and ``||m'||``;
 * ``<x, s> = c <x, m'>``, ``||s||² = (c ||m'||)²``, ``<m', s> = (c ||m'||) ||m'||``
   (products ordered so that a zero ``c`` from an overflowed ``v`` gives 0, not
   ``0·inf``), which
@@ -154,20 +153,12 @@ def fused_moment_transport(
       # The moved moment is coef_mp m' + coef_x x.
       coef_mp, coef_x = jnp.ones_like(c), jnp.zeros_like(c)
       if layout.group_size >= 2:  # a one-element group is not moved
-        xx, r = geometry.sqnorm(x32, layout), geometry.norm(x32, layout)
+        xx = geometry.sqnorm(x32, layout)
         xm = geometry.dot(m_prime, x32, layout)  # <x, m'>
         mn = geometry.norm(m_prime, layout)  # ||m'||
-        cmn = c * mn  # ||s||
-        # The coefficients are invariant when the five statistics and ε are divided
-        # by M²: M, a power of two >= max(1, ||x||, η||s||), keeps ||x'||² in range
-        # (exact scaling: the plain statistics when nothing overflows).
-        _, e = jnp.frexp(jnp.maximum(jnp.maximum(r, lr * cmn), 1))
-        inv = jnp.ldexp(jnp.ones((), r.dtype), -jnp.minimum(e, 125))
-        sq = lambda a, b: jnp.where(jnp.isfinite(a * b), a * b * inv * inv, (a * inv) * (b * inv))  # noqa: E731
+        cmn = jnp.where(c == 0, 0, c * mn)  # ||s||: 0 when an overflowed v zeroes c
         alpha, beta, gamma, ratio = moved_moment_coefficients(
-            jnp.where(jnp.isfinite(xx), xx * inv * inv, (r * inv) ** 2),
-            (c * (xm * inv)) * inv, sq(cmn, cmn), (xm * inv) * inv, sq(cmn, mn),
-            lr, kind, rescale, eps * inv * inv)
+            xx, c * xm, cmn * cmn, xm, jnp.where(cmn == 0, 0, cmn * mn), lr, kind, rescale, eps)
         coef_mp, coef_x = alpha + gamma * c, beta
         if rescale and adam is not None:
           v = v * ratio
