@@ -1,18 +1,37 @@
 """Per-group geometry on the sphere: pure functions of arrays and a :class:`GroupLayout`.
 
-Notation (REFERENCE §1): for one group, ``x`` its values, ``d`` its size,
-``r = ||x||``, ``u = x / r``, ``<a, b>`` the dot product over the group and
+Notation (Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical
+Perspective on Learning with Normalization Layers*, Neurocomputing 2022,
+arXiv:2006.13382, §2): for one group, ``x`` its values, ``d`` its size,
+``r = ||x||``, ``u = x / r``, ``<a, b>`` the inner product over the group and
 ``q⊥ = q − <q, u> u`` the tangential part of ``q`` at ``u``.
 
-Reductions over a group return a *statistic* of shape ``layout.stat_shape``
-(``keepdims``), computed in float32 (float64 when the inputs are float64) even
-for bfloat16 leaves; :func:`expand` broadcasts a statistic back against a leaf.
-Element-wise results are in the promoted compute dtype: transforms cast to the
-leaf dtype at their end. Every division is guarded: a zero-norm group gives
-zeros (or leaves the input unchanged), never NaN or inf. Squared norms are
-plain float32 sums (one pass, no rescaling), so a float32 group needs
-``||x|| < ~1e19``; below ``~1e-19`` its squared norm underflows and the group
-is treated as a zero group.
+Rules every function follows:
+
+* **Statistics are real.** Reductions over a group return a *statistic* of
+  shape ``layout.stat_shape`` (``keepdims``) in the real statistic dtype
+  (:func:`stat_dtype`: float32, float64 when an input is float64), even for
+  bfloat16 or complex leaves; :func:`expand` broadcasts one back against a leaf.
+* **Complex leaves are points of** ``C^d = R^{2d}``: the inner product is the
+  real one, ``<a, b> = Re Σ conj(a)·b``, so ``||x||² = Σ |x|²`` and the sphere,
+  tangent spaces, retraction, exponential map and transports are those of
+  ``R^{2d}``. Element-wise second moments anywhere in spherax use ``|g|²``
+  (``re² + im²``), never ``g·g``.
+* Element-wise results are in the promoted compute dtype (:func:`compute_dtype`:
+  float32 or wider, complex for complex inputs); transforms cast to the leaf
+  dtype at their end.
+* Every division is guarded: a zero-norm group gives zeros (or leaves the input
+  unchanged), never NaN or inf.
+* **Range.** :func:`dot` and :func:`norm` are plain one-pass sums in the common
+  case; when a group's plain result is not finite they recompute that leaf
+  (under ``lax.cond``, so the second pass runs only then) with each group
+  scaled by a power of two near its largest ``|entry|`` (exact scaling), so a
+  float32 group's norm is right up to float32's maximum (``~3e38``) and a dot
+  product whose products overflow but whose value does not comes out right.
+  :func:`sqnorm` needs no fallback: a sum of non-negative terms overflows only
+  when its value does. Groups whose squared norm is below the dtype's smallest
+  normal number (``||x|| < ~1e-19`` in float32) are treated as zero groups.
+  Non-finite inputs give non-finite statistics, as a plain sum would.
 
 Example:
 
@@ -25,9 +44,17 @@ Example:
 >>> v = jnp.ones_like(x)
 >>> geometry.dot(geometry.tangent(v, x, layout), x, layout).tolist()
 [[0.0, 0.0]]
+>>> z = jnp.array([[1j], [1.]])                   # complex: ||z||² = |1j|² + 1
+>>> geometry.sqnorm(z, groups.per_output().layout(z.shape)).tolist()
+[[2.0]]
+>>> big = jnp.full((4, 1), 1e20)                 # ||big||² overflows float32
+>>> float(geometry.norm(big, groups.per_output().layout(big.shape))[0, 0])
+2e+20
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +63,12 @@ from spherax.groups import GroupLayout
 
 __all__ = [
     "compute_dtype",
+    "stat_dtype",
     "view",
     "expand",
     "group_sum",
     "dot",
+    "dots",
     "sqnorm",
     "norm",
     "mean",
@@ -55,8 +84,13 @@ __all__ = [
 
 
 def compute_dtype(*arrays: jax.Array) -> jnp.dtype:
-  """float32, or float64 when an input is float64 (``jax_enable_x64``)."""
+  """float32, or wider when an input is (float64 under ``jax_enable_x64``, complex)."""
   return jnp.result_type(jnp.float32, *(a.dtype for a in arrays))
+
+
+def stat_dtype(*arrays: jax.Array) -> jnp.dtype:
+  """The real dtype of per-group statistics: float32, float64 for float64/complex128."""
+  return jnp.finfo(compute_dtype(*arrays)).dtype
 
 
 def view(x: jax.Array, layout: GroupLayout) -> jax.Array:
@@ -72,26 +106,91 @@ def expand(stat: jax.Array, layout: GroupLayout) -> jax.Array:
   return full.reshape(layout.shape)
 
 
+def _reduce(x: jax.Array, layout: GroupLayout) -> jax.Array:
+  """``Σ_group`` of an array already in view shape."""
+  return jnp.sum(x, axis=layout.reduce_axes, keepdims=True)
+
+
 def group_sum(x: jax.Array, layout: GroupLayout) -> jax.Array:
   """``Σ_group x``, one value per group (``stat_shape``), in the compute dtype."""
   x = x.astype(compute_dtype(x))
-  return jnp.sum(view(x, layout), axis=layout.reduce_axes, keepdims=True)
+  return _reduce(view(x, layout), layout)
+
+
+def _re_conj_mul(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``Re(conj(a)·b)`` element-wise (``a·b`` for real arrays)."""
+  if jnp.iscomplexobj(a) or jnp.iscomplexobj(b):
+    return jnp.real(a) * jnp.real(b) + jnp.imag(a) * jnp.imag(b)
+  return a * b
+
+
+def _pow2_scale(x: jax.Array, layout: GroupLayout) -> tuple[jax.Array, jax.Array]:
+  """Per group ``(s, 1/s)`` with ``s = 2^-e`` and ``max|x·s|`` in ``[1/2, 1)``.
+
+  Powers of two scale exactly. ``e`` is clipped to ``[-125, 125]`` so that both
+  factors are normal numbers; zero and non-finite groups get ``s = 1``.
+  """
+  peak = jnp.max(jnp.abs(x), axis=layout.reduce_axes, keepdims=True, initial=0)
+  _, e = jnp.frexp(jax.lax.stop_gradient(peak))
+  e = jnp.clip(e, -125, 125)
+  one = jnp.ones((), peak.dtype)
+  return jnp.ldexp(one, -e), jnp.ldexp(one, e)
+
+
+def dots(
+    pairs: Sequence[tuple[jax.Array, jax.Array]], layout: GroupLayout
+) -> tuple[jax.Array, ...]:
+  """``<a, b> = Re Σ_group conj(a)·b`` for each ``(a, b)`` of one leaf's layout.
+
+  One plain pass per pair; only when one of the results is not finite is the
+  leaf recomputed with every group scaled by a power of two (one ``lax.cond``
+  for all the pairs, see the module docstring). Groups whose plain value was
+  finite keep it bit for bit.
+  """
+  dtype = compute_dtype(*(a for pair in pairs for a in pair))
+  pairs = [(view(a.astype(dtype), layout), view(b.astype(dtype), layout)) for a, b in pairs]
+  plain = tuple(_reduce(_re_conj_mul(a, b), layout) for a, b in pairs)
+
+  def rescaled():
+    scales = {}  # one (s, 1/s) per distinct array: dot(x, x) scales x once
+    def scale(a):
+      if id(a) not in scales:
+        scales[id(a)] = _pow2_scale(a, layout)
+      return scales[id(a)]
+    out = []
+    for (a, b), value in zip(pairs, plain):
+      (sa, ia), (sb, ib) = scale(a), scale(b)
+      safe = _reduce(_re_conj_mul(a * sa, b * sb), layout) * ia * ib
+      out.append(jnp.where(jnp.isfinite(value), value, safe))
+    return tuple(out)
+
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in plain]))
+  return jax.lax.cond(finite, lambda: plain, rescaled)
 
 
 def dot(a: jax.Array, b: jax.Array, layout: GroupLayout) -> jax.Array:
-  """``<a, b>`` per group."""
-  dtype = compute_dtype(a, b)
-  return group_sum(a.astype(dtype) * b.astype(dtype), layout)
+  """``<a, b> = Re Σ_group conj(a)·b`` per group (real; see :func:`dots`)."""
+  return dots([(a, b)], layout)[0]
 
 
 def sqnorm(x: jax.Array, layout: GroupLayout) -> jax.Array:
-  """``||x||²`` per group."""
-  return dot(x, x, layout)
+  """``||x||² = Σ_group |x|²`` per group: one plain pass (it overflows only when its value does)."""
+  x = view(x.astype(compute_dtype(x)), layout)
+  return _reduce(_re_conj_mul(x, x), layout)
 
 
 def norm(x: jax.Array, layout: GroupLayout) -> jax.Array:
-  """``||x||`` per group."""
-  return jnp.sqrt(sqnorm(x, layout))
+  """``||x||`` per group, right up to the dtype's maximum (see the module docstring)."""
+  x = view(x.astype(compute_dtype(x)), layout)
+  plain = _reduce(_re_conj_mul(x, x), layout)
+
+  def rescaled():
+    s, inv = _pow2_scale(x, layout)
+    xs = x * s
+    safe = jnp.sqrt(_reduce(_re_conj_mul(xs, xs), layout)) * inv
+    return jnp.where(jnp.isfinite(plain), jnp.sqrt(plain), safe)
+
+  return jax.lax.cond(jnp.all(jnp.isfinite(plain)), lambda: jnp.sqrt(plain), rescaled)
 
 
 def mean(x: jax.Array, layout: GroupLayout) -> jax.Array:
@@ -107,8 +206,9 @@ def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
 
 def radial(v: jax.Array, x: jax.Array, layout: GroupLayout) -> jax.Array:
   """``<v, u> u``: the component of ``v`` along ``x`` (0 where ``x = 0``)."""
-  coef = safe_div(dot(v, x, layout), sqnorm(x, layout))
-  return expand(coef, layout) * x.astype(coef.dtype)
+  inv_r = safe_div(jnp.ones((), stat_dtype(v, x)), norm(x, layout))
+  coef = dot(v, x, layout) * inv_r * inv_r
+  return expand(coef, layout) * x.astype(compute_dtype(v, x))
 
 
 def tangent(v: jax.Array, x: jax.Array, layout: GroupLayout) -> jax.Array:
@@ -124,14 +224,15 @@ def retract(x: jax.Array, target_norm: jax.Array | float, layout: GroupLayout) -
 
   ``target_norm`` is a scalar or a statistic. A zero group stays zero.
   """
-  scale = safe_div(jnp.asarray(target_norm, compute_dtype(x)), norm(x, layout))
-  return expand(scale, layout) * x.astype(scale.dtype)
+  scale = safe_div(jnp.asarray(target_norm, stat_dtype(x)), norm(x, layout))
+  return expand(scale, layout) * x.astype(compute_dtype(x))
 
 
 def exp_map(y: jax.Array, delta: jax.Array, layout: GroupLayout) -> jax.Array:
   """The exponential map of the sphere: ``y cos||Δ|| + Δ/||Δ|| sin||Δ||``.
 
-  ``y`` is on the unit sphere and ``Δ`` tangent at ``y`` (REFERENCE §3, AdamG);
+  ``y`` is on the unit sphere and ``Δ`` tangent at ``y`` (Cho & Lee, *Riemannian
+  approach to batch normalization*, NeurIPS 2017, the AdamG/SGDG update);
   ``Δ = 0`` gives ``y``.
   """
   dtype = compute_dtype(y, delta)
@@ -154,7 +255,8 @@ def transport_reference(
 ) -> jax.Array:
   """The reference first-order transport of a moment from ``x`` to ``x_new``.
 
-  With ``rescale`` (AdamSRT, REFERENCE §3 step 4):
+  With ``rescale`` (AdamSRT: Roburin et al., *A spherical analysis of Adam with
+  Batch Normalization*, ICLR 2021 submission, §4, as in the authors' code):
   ``Γ(m) = (<x, x'> m − <m, x'> x) / (||x'||² + eps)
   = (r / r') [<u, u'> m − <m, u'> u]``; without it ``<u, u'> m − <m, u'> u``.
   It maps tangent vectors at ``u`` to tangent vectors at ``u'``, rotates the
@@ -163,13 +265,11 @@ def transport_reference(
   """
   dtype = compute_dtype(m, x, x_new)
   m, x, x_new = (a.astype(dtype) for a in (m, x, x_new))
-  x_dot_new = dot(x, x_new, layout)
-  m_dot_new = dot(m, x_new, layout)
-  new_sq = sqnorm(x_new, layout)
+  x_dot_new, m_dot_new = dots([(x, x_new), (m, x_new)], layout)
   if rescale:
-    den = new_sq + eps
+    den = sqnorm(x_new, layout) + eps
   else:
-    den = jnp.sqrt(sqnorm(x, layout) * new_sq)
+    den = norm(x, layout) * norm(x_new, layout)
   a = safe_div(x_dot_new, den)
   b = safe_div(m_dot_new, den)
   return expand(a, layout) * m - expand(b, layout) * x
@@ -180,22 +280,24 @@ def transport_parallel(
 ) -> jax.Array:
   """Exact parallel transport of a tangent ``m`` along the great circle ``u → u'``.
 
-  ``Γ(m) = m − <m, u'> / (1 + <u, u'>) · (u + u')`` (REFERENCE §3). It preserves
-  norms and maps tangent vectors at ``u`` to tangent vectors at ``u'``; for
-  antipodal points (``<u, u'> = −1``, undefined) and zero groups ``m`` is returned.
+  ``Γ(m) = m − <m, u'> / (1 + <u, u'>) · (u + u')``. It preserves norms and
+  maps tangent vectors at ``u`` to tangent vectors at ``u'``; for antipodal
+  points (``<u, u'> = −1``, undefined) and zero groups ``m`` is returned.
   """
   dtype = compute_dtype(m, x, x_new)
   m, x, x_new = (a.astype(dtype) for a in (m, x, x_new))
-  inv_r = safe_div(jnp.ones((), dtype), norm(x, layout))
-  inv_r_new = safe_div(jnp.ones((), dtype), norm(x_new, layout))
+  one = jnp.ones((), stat_dtype(m, x, x_new))
+  inv_r = safe_div(one, norm(x, layout))
+  inv_r_new = safe_div(one, norm(x_new, layout))
   u = expand(inv_r, layout) * x
   u_new = expand(inv_r_new, layout) * x_new
-  cos = dot(x, x_new, layout) * inv_r * inv_r_new
+  cos = dot(u, u_new, layout)
   coef = safe_div(dot(m, u_new, layout), 1 + cos)
   return m - expand(coef, layout) * (u + u_new)
 
 
 def center(x: jax.Array, layout: GroupLayout) -> jax.Array:
-  """``x − mean_group(x)``: removes each group's mean (RV wrapper centering)."""
+  """``x − mean_group(x)``: removes each group's mean (Kosson, Messmer, Jaggi,
+  *Rotational Equilibrium*, ICML 2024, arXiv:2305.17212, Algorithm 1's centring)."""
   dtype = compute_dtype(x)
   return x.astype(dtype) - expand(mean(x, layout), layout)

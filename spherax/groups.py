@@ -1,15 +1,33 @@
 """Groups: how a parameter leaf splits into scale-invariant groups.
 
 A *group* is one vector of parameters whose loss is invariant to positive scaling
-(REFERENCE §1): one output filter of a conv followed by BatchNorm, a whole layer
-under LayerNorm, a set of filters under GroupNorm. A :class:`GroupSpec` says which
-axes of a leaf *index* the groups; every other axis is reduced over (it runs over
-the elements of one group).
+(Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on
+Learning with Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382,
+Lemma 1): one output filter of a conv followed by BatchNorm, a whole layer
+under LayerNorm, a set of filters under GroupNorm. A :class:`GroupSpec` says
+which axes of a leaf *index* the groups; every other axis is reduced over (it
+runs over the elements of one group).
 
-Flax puts the output axis last (Conv ``(kh, kw, in, out)``, Dense ``(in, out)``),
-so the default rule groups every leaf with ``ndim >= 2`` per output unit
-(``GroupSpec(axes=(-1,))``) and leaves ``ndim <= 1`` leaves (biases, norm scales)
-ungrouped.
+**The default rule** (``groups=None``, :func:`default_rule`) groups every
+floating-point leaf (real or complex) with ``ndim >= 2`` per output unit
+(``GroupSpec(axes=(-1,))``: Flax puts the output axis last, Conv
+``(kh, kw, in, out)``, Dense ``(in, out)``), *unless* its groups would have
+fewer than 2 elements (a ``(1, C)`` kernel). Left ungrouped: leaves with
+``ndim <= 1`` (biases, norm scales), integer and boolean leaves, empty leaves
+(a zero-size axis) and ``(1, C)`` kernels. The rule reads shapes only, so it
+**also groups leaves that are not scale-invariant**: the classifier head, a
+``(1, T, D)`` position embedding, any kernel not followed by a normalization.
+Constraining optimizers (``adamg``, ``rv_adamw``, ``nero``, ...) then hold
+those layers' norms fixed. The safe ways:
+
+* exclude them by path: ``groups=spherax.groups.by_path({'^head/': None,
+  'pos_embed': None})``;
+* or detect the scale-invariant leaves from the model:
+  ``spherax.diagnostics.detect_groups`` (numerically checks ``L(ρx) = L(x)``).
+
+Whatever the rule, empty leaves are never grouped (they pass every transform
+unchanged), and a spec given explicitly for an integer or boolean leaf is an
+error at ``init`` naming the leaf.
 
 The ``groups=`` argument of every spherax transform accepts
 
@@ -17,10 +35,15 @@ The ``groups=`` argument of every spherax transform accepts
 * a pytree matching params whose leaves are :class:`GroupSpec` or ``None``
   (``None`` = not grouped);
 * a :class:`PathRules` object from :func:`by_path` (rules on the ``/``-joined
-  parameter path); it is not callable, so it passes through
-  ``optax.inject_hyperparams`` untouched;
-* a callable ``params -> spec pytree`` (under ``optax.inject_hyperparams`` name
-  it in ``static_args``, since optax treats every other callable as a schedule).
+  parameter path);
+* a :class:`ParamsRule` from :func:`from_params` (a function ``params -> spec
+  pytree``).
+
+A bare function is refused with an error: ``optax.inject_hyperparams`` calls
+every callable hyperparameter as a schedule of the step count (unless named in
+``static_args``), so a bare function would be evaluated on the count and its
+result used as the groups. :class:`PathRules`, :class:`ParamsRule` and spec
+trees are not callable and pass through ``optax.inject_hyperparams`` untouched.
 
 This module is pure metadata: it resolves a ``groups`` argument against the
 shapes of a params pytree into one :class:`GroupLayout` (or ``None``) per leaf,
@@ -31,10 +54,11 @@ Example:
 
 >>> import jax.numpy as jnp
 >>> import spherax
->>> params = {'conv': {'kernel': jnp.ones((3, 3, 4, 8))}, 'bias': jnp.ones(8)}
+>>> params = {'conv': {'kernel': jnp.ones((3, 3, 4, 8))}, 'bias': jnp.ones(8),
+...           'row': jnp.ones((1, 8)), 'ids': jnp.zeros((4, 8), jnp.int32)}
 >>> layouts = spherax.groups.resolve(None, params)
 >>> [None if l is None else (l.num_groups, l.group_size) for l in layouts]
-[None, (8, 36)]
+[None, (8, 36), None, None]
 """
 
 from __future__ import annotations
@@ -46,6 +70,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import jax
+import numpy as np
 
 __all__ = [
     "GroupSpec",
@@ -57,6 +82,8 @@ __all__ = [
     "stacked",
     "default_rule",
     "by_path",
+    "ParamsRule",
+    "from_params",
     "resolve",
     "resolve_with_paths",
     "leaf_paths",
@@ -202,10 +229,28 @@ class GroupLayout:
     return self.view_shape != self.shape
 
 
+def _dtype(leaf: Any) -> np.dtype:
+  dtype = getattr(leaf, "dtype", None)
+  return np.dtype(dtype) if dtype is not None else np.result_type(leaf)
+
+
+def _is_float(leaf: Any) -> bool:
+  """Real or complex floating point (bfloat16 included)."""
+  return jax.numpy.issubdtype(_dtype(leaf), jax.numpy.inexact)
+
+
 def default_rule(path: str, leaf: Any) -> GroupSpec | None:
-  """The default rule: per output unit (last axis) for ``ndim >= 2``, else none."""
+  """The default rule: per output unit (last axis) for float leaves with ``ndim >= 2``.
+
+  ``None`` (not grouped) for ``ndim <= 1``, integer or boolean leaves, empty
+  leaves and leaves whose groups would have one element (``(1, C)``). See the
+  module docstring for what this rule cannot know (heads, embeddings).
+  """
   del path
-  return per_output() if len(leaf.shape) >= 2 else None
+  shape = tuple(leaf.shape)
+  if len(shape) < 2 or not _is_float(leaf) or math.prod(shape[:-1]) < 2 or shape[-1] == 0:
+    return None
+  return per_output()
 
 
 _Rule = Union[GroupSpec, None, Callable[[str, Any], Union[GroupSpec, None]]]
@@ -255,8 +300,42 @@ def by_path(
   """
   items = tuple(rules.items()) if isinstance(rules, dict) else tuple(rules)
   for pattern, _ in items:
-    re.compile(pattern)
+    try:
+      re.compile(pattern)
+    except (re.error, TypeError) as err:
+      raise ValueError(f"spherax groups: by_path: bad pattern {pattern!r}: {err}") from None
   return PathRules(items, default)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamsRule:
+  """Group specs computed by a function of the params pytree (built by :func:`from_params`).
+
+  Not callable, so ``optax.inject_hyperparams`` passes it through untouched.
+  """
+
+  fn: Callable[[Any], Any]
+
+  def specs(self, params: Any) -> Any:
+    return self.fn(params)
+
+
+def from_params(fn: Callable[[Any], Any]) -> ParamsRule:
+  """Wraps ``fn(params) -> spec pytree`` as a ``groups=`` argument.
+
+  Example:
+
+  >>> import jax, jax.numpy as jnp
+  >>> import spherax
+  >>> params = {'a': jnp.ones((4, 3)), 'b': jnp.ones((4, 3))}
+  >>> rule = spherax.groups.from_params(
+  ...     lambda p: {'a': spherax.groups.whole(), 'b': None})
+  >>> [l is None for l in spherax.groups.resolve(rule, params)]
+  [False, True]
+  """
+  if not callable(fn):
+    raise TypeError(f"spherax groups: from_params needs a function of params, got {fn!r}")
+  return ParamsRule(fn)
 
 
 def leaf_paths(tree: Any) -> list[str]:
@@ -327,8 +406,14 @@ def resolve_with_paths(
         "spherax groups: pass a pytree of GroupSpec (or by_path rules), not a single "
         "GroupSpec; e.g. by_path({'': spec}) applies one spec to every leaf"
     )
+  elif isinstance(groups, ParamsRule):
+    specs = _specs_from_tree(groups.specs(params), params, paths)
   elif callable(groups):
-    specs = _specs_from_tree(groups(params), params, paths)
+    raise TypeError(
+        f"{who}: groups={groups!r} is a bare function; wrap it as "
+        "groups=spherax.groups.from_params(fn) (optax.inject_hyperparams calls a "
+        "bare function as a schedule of the step count and would use its result)"
+    )
   else:
     specs = _specs_from_tree(groups, params, paths)
   layouts = []
@@ -342,6 +427,14 @@ def resolve_with_paths(
           "a GroupSpec or None"
       )
     layout = spec.layout(leaf.shape, path)
+    if not _is_float(leaf):
+      raise ValueError(
+          f"{who}: parameter '{path}' has dtype {_dtype(leaf)} but was given the group "
+          f"spec {spec}; only floating-point leaves can be grouped (use None)"
+      )
+    if math.prod(layout.shape) == 0:  # nothing to group: passes through unchanged
+      layouts.append(None)
+      continue
     if layout.group_size < min_group_size:
       raise ValueError(
           f"{who}: parameter '{path}' with shape {layout.shape} has groups of "
@@ -361,8 +454,8 @@ def resolve(
   Works on arrays and on ``jax.ShapeDtypeStruct`` leaves (only shapes are read).
 
   Args:
-    groups: ``None``, a spec pytree, :class:`PathRules` or a callable (see the
-      module docstring).
+    groups: ``None``, a spec pytree, :class:`PathRules` or :class:`ParamsRule`
+      (see the module docstring).
     params: the params pytree (possibly holding ``optax.MaskedNode`` subtrees).
     min_group_size: the smallest group a transform accepts (a transport needs 2).
     who: the transform's name, for error messages.
@@ -373,7 +466,8 @@ def resolve(
   Raises:
     ValueError, TypeError: with the parameter path, for axes out of range, a
       channel count that ``num_groups`` does not divide, groups smaller than
-      ``min_group_size`` or a spec tree that does not match ``params``.
+      ``min_group_size``, a spec on an integer or boolean leaf, a spec tree that
+      does not match ``params``, or a bare function.
   """
   return resolve_with_paths(groups, params, min_group_size=min_group_size, who=who)[0]
 

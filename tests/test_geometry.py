@@ -156,3 +156,82 @@ def test_center_removes_group_mean_with_channel_groups():
 def test_safe_div_has_nan_free_gradients():
   g = jax.grad(lambda d: geometry.safe_div(1.0, d))(0.0)
   assert np.isfinite(g)
+
+
+def _as_real(z):
+  """``C^d`` as ``R^{2d}``: real and imaginary parts stacked along a new leading axis."""
+  return np.concatenate([np.real(z), np.imag(z)], axis=0)
+
+
+def test_complex_leaves_use_the_real_inner_product_of_r2d():
+  rng = np.random.default_rng(3)
+  with jax.enable_x64(True):
+    a = rng.normal(size=(4, 3)) + 1j * rng.normal(size=(4, 3))
+    b = rng.normal(size=(4, 3)) + 1j * rng.normal(size=(4, 3))
+    layout = _layout(a)
+    got = geometry.dot(jnp.asarray(a), jnp.asarray(b), layout)
+    assert got.dtype == jnp.float64
+    np.testing.assert_allclose(np.ravel(got), np.sum(_as_real(a) * _as_real(b), 0), rtol=1e-13)
+    np.testing.assert_allclose(
+        np.ravel(geometry.norm(jnp.asarray(a), layout)), np.linalg.norm(_as_real(a), axis=0),
+        rtol=1e-13)
+    t = geometry.tangent(jnp.asarray(b), jnp.asarray(a), layout)
+    assert t.dtype == jnp.complex128
+    np.testing.assert_allclose(geometry.dot(t, jnp.asarray(a), layout), 0, atol=1e-12)
+    y = geometry.retract(jnp.asarray(a), 2.0, layout)
+    np.testing.assert_allclose(geometry.norm(y, layout), 2.0, rtol=1e-13)
+  # The issue's example: [[1j], [1]] has squared norm 2 (not 1j² + 1 = 0).
+  z = jnp.array([[1j], [1.0]], jnp.complex64)
+  assert geometry.sqnorm(z, _layout(z)).tolist() == [[2.0]]
+  assert geometry.sqnorm(z, _layout(z)).dtype == jnp.float32
+
+
+def test_norm_and_dot_reach_float32_range_against_float64():
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(64, 3)) * np.array([1e20, 1.0, 3e36])  # ||x||² overflows in 2 groups
+  y = rng.normal(size=(64, 3)) * np.array([1e16, 1e25, 1e-30])
+  layout = _layout(x)
+  x32, y32 = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+  x64, y64 = np.asarray(x32, np.float64), np.asarray(y32, np.float64)
+  np.testing.assert_allclose(
+      np.ravel(geometry.norm(x32, layout)), np.linalg.norm(x64, axis=0), rtol=1e-5)
+  np.testing.assert_allclose(
+      np.ravel(geometry.dot(x32, y32, layout)), np.sum(x64 * y64, 0), rtol=1e-4)
+  # Products that overflow (a² > 3.4e38) while their sum does not: a·a − a·a = 0, a·a − 0.9a·a.
+  a = 3e19
+  u = jnp.array([[a, a], [a, a]], jnp.float32)
+  v = jnp.array([[a, a], [-a, -0.9 * a]], jnp.float32)
+  u64, v64 = np.asarray(u, np.float64), np.asarray(v, np.float64)
+  # to rounding: |error| <= eps·Σ|u v| (the products may be fused into FMAs)
+  np.testing.assert_allclose(
+      geometry.dot(u, v, _layout(u)), [np.sum(u64 * v64, 0)], atol=1e-6 * 2 * a * a)
+  # Only the squared norm itself is out of range: it is inf, as its value is.
+  assert np.isinf(geometry.sqnorm(x32, layout)[0, 0])
+  # Groups that were fine keep their plain one-pass value bit for bit.
+  plain = geometry.norm(x32[:, 1:2], _layout(x32[:, 1:2]))
+  assert geometry.norm(x32, layout)[0, 1] == plain[0, 0]
+
+
+def test_non_finite_inputs_stay_non_finite_and_bf16_is_scaled_in_float32():
+  x = jnp.array([[jnp.inf, 1.0], [1.0, jnp.nan]], jnp.float32)
+  n = geometry.norm(x, _layout(x))
+  assert np.isinf(n[0, 0]) and np.isnan(n[0, 1])
+  b = jnp.full((8, 1), 1e30, jnp.bfloat16)
+  got = geometry.norm(b, _layout(b))
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, np.sqrt(8) * float(b[0, 0]), rtol=1e-6)
+
+
+def test_gradients_through_the_overflow_guard_are_finite():
+  x = jnp.asarray(RNG.normal(size=(5, 2)), jnp.float32)
+  g = jax.grad(lambda x: jnp.sum(geometry.norm(x, _layout(x))))(x)
+  np.testing.assert_allclose(g, x / np.linalg.norm(np.asarray(x), axis=0), rtol=1e-5)
+
+
+def test_empty_leaves_give_empty_or_zero_statistics():
+  for shape in ((5, 0), (0, 5)):
+    x = jnp.zeros(shape)
+    layout = _layout(x)
+    for stat in (geometry.norm(x, layout), geometry.dot(x, x, layout), geometry.sqnorm(x, layout)):
+      assert stat.shape == layout.stat_shape and np.all(np.asarray(stat) == 0)
+    assert geometry.retract(x, 1.0, layout).shape == shape

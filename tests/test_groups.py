@@ -72,7 +72,7 @@ def test_spec_tree_and_callable_agree():
       "head": {"kernel": None, "bias": None},
   }
   from_tree = groups.resolve(tree, params)
-  from_fn = groups.resolve(lambda p: tree, params)
+  from_fn = groups.resolve(groups.from_params(lambda p: tree), params)
   assert from_tree == from_fn
   assert [l is not None for l in from_tree] == [False, True, False, False]
 
@@ -94,7 +94,7 @@ def test_bad_specs_fail_naming_the_path(spec, message):
 def test_min_group_size_names_the_path():
   params = {"dense": jnp.ones((1, 4))}
   with pytest.raises(ValueError, match="'dense'.*at least 2"):
-    groups.resolve(None, params, min_group_size=2, who="transport")
+    groups.resolve({"dense": groups.per_output()}, params, min_group_size=2, who="transport")
 
 
 def test_mismatched_spec_tree_is_a_clear_error():
@@ -140,3 +140,58 @@ def test_tree_map_groups_passes_layouts_and_keeps_structure():
 
 def test_path_rules_are_not_callable_so_inject_hyperparams_keeps_them():
   assert not callable(groups.by_path({"x": None}))
+
+
+def test_default_rule_skips_integer_bool_empty_and_one_element_groups():
+  params = {
+      "ids": jnp.zeros((4, 8), jnp.int32),
+      "flags": jnp.zeros((4, 8), bool),
+      "row": jnp.ones((1, 8)),          # (1, C): groups of one element
+      "pos": jnp.ones((1, 4, 32)),      # groups of 4 elements: grouped
+      "e1": jnp.ones((5, 0)),
+      "e2": jnp.ones((0, 5)),
+      "c": jnp.ones((3, 2), jnp.complex64),
+      "h": jnp.ones((3, 2), jnp.bfloat16),
+  }
+  layouts, paths = groups.resolve_with_paths(None, params)
+  got = {p: l is not None for p, l in zip(paths, layouts)}
+  assert got == {"ids": False, "flags": False, "row": False, "pos": True, "e1": False,
+                 "e2": False, "c": True, "h": True}
+
+
+def test_explicit_spec_on_integer_leaf_is_an_error_naming_the_path():
+  params = {"emb": {"ids": jnp.zeros((4, 8), jnp.int32)}}
+  with pytest.raises(ValueError, match="'emb/ids'.*int32"):
+    groups.resolve({"emb": {"ids": groups.per_output()}}, params, who="adamg")
+  with pytest.raises(ValueError, match="'emb/ids'"):
+    groups.resolve(groups.by_path({"ids": groups.whole()}), params)
+
+
+def test_explicit_spec_on_empty_leaf_is_validated_then_ungrouped():
+  assert groups.resolve({"w": groups.per_output()}, {"w": jnp.ones((0, 5))}) == [None]
+  with pytest.raises(ValueError, match="out of range"):
+    groups.resolve({"w": GroupSpec((3,))}, {"w": jnp.ones((0, 5))})
+
+
+def test_bare_function_is_refused_with_the_wrapper_to_use():
+  with pytest.raises(TypeError, match="from_params"):
+    groups.resolve(lambda p: None, _params(), who="adamg")
+  with pytest.raises(TypeError, match="from_params"):
+    groups.from_params(None)
+
+
+def test_from_params_survives_inject_hyperparams():
+  import spherax
+
+  tree = {"conv": {"kernel": None, "bias": None}, "head": {"kernel": None, "bias": None}}
+  opt = optax.inject_hyperparams(spherax.adamg)(learning_rate=0.1, groups=groups.from_params(lambda p: tree))
+  params = _params()
+  updates, _ = opt.update(_params(), opt.init(params), params)
+  # nothing grouped: plain Adam on every leaf (a grouped kernel would keep unit norm)
+  new = optax.apply_updates(params, updates)
+  np.testing.assert_allclose(new["conv"]["kernel"], 0.9, rtol=1e-6)
+
+
+def test_bad_by_path_pattern_names_the_pattern():
+  with pytest.raises(ValueError, match=r"bad pattern '\[head'"):
+    groups.by_path({"[head": None})

@@ -210,11 +210,13 @@ def test_bad_arguments_raise_at_construction(make):
     make()
 
 
-@pytest.mark.parametrize("make", [spherax.adamg, lambda: spherax.adagradg(0.1, 0.9, 1.0)])
+@pytest.mark.parametrize("make", [spherax.adamg, lambda **kw: spherax.adagradg(0.1, 0.9, 1.0, **kw)])
 def test_one_element_groups_fail_at_init_naming_the_path(make):
   params = {"layer": {"kernel": jnp.ones((1, 4))}}
+  make().init(params)  # the default rule leaves a (1, C) kernel ungrouped
+  explicit = {"layer": {"kernel": spherax.groups.per_output()}}
   with pytest.raises(ValueError, match="layer/kernel"):
-    make().init(params)
+    make(groups=explicit).init(params)
 
 
 def test_init_on_shape_structs_with_bfloat16():

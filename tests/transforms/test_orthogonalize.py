@@ -38,5 +38,9 @@ def test_needs_params_and_groups_of_two():
   tx = spherax.orthogonalize()
   with pytest.raises(ValueError):
     tx.update({"w": jnp.ones((2, 2))}, tx.init({"w": jnp.ones((2, 2))}))
+  # (1, C) is ungrouped by default; an explicit per-output spec on it is refused.
+  tx.init({"dense": {"kernel": jnp.ones((1, 5))}})
+  bad = spherax.orthogonalize(groups={"dense": {"kernel": spherax.groups.per_output()}})
   with pytest.raises(ValueError, match="dense/kernel"):
-    tx.init({"dense": {"kernel": jnp.ones((1, 5))}})
+    bad.init({"dense": {"kernel": jnp.ones((1, 5))}})
+
