@@ -113,11 +113,6 @@ def _decayed(mask, params, treedef):
   return [bool(m) for m in treedef.flatten_up_to(tree)]
 
 
-def _real_dtype(dtype):
-  """The real dtype of the scalars that go with ``dtype`` (float32 for complex64)."""
-  return jnp.finfo(dtype).dtype
-
-
 def _split(treedef, tree_of_tuples, n):
   flat = treedef.flatten_up_to(tree_of_tuples)
   return tuple(jax.tree.unflatten(treedef, [f[i] for f in flat]) for i in range(n))
@@ -180,8 +175,7 @@ def adamp(
     def leaf(layout, x, g, m, v, decay):
       if x.size == 0:
         return jnp.zeros_like(x), m, v
-      dtype = geometry.compute_dtype(x, g)
-      real = _real_dtype(dtype)
+      dtype, real = geometry.compute_dtype(x, g), geometry.stat_dtype(x, g)
       t = count.astype(real)
       c1, c2 = 1 - jnp.asarray(b1, real) ** t, 1 - jnp.asarray(b2, real) ** t
       gc, xc = g.astype(dtype), x.astype(dtype)

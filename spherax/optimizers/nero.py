@@ -101,7 +101,7 @@ def nero(
 
   def init_fn(params):
     def one(layout, x):
-      dtype = jnp.finfo(jnp.result_type(jnp.float32, x.dtype)).dtype
+      dtype = geometry.stat_dtype(x)
       if layout is None:
         nu = jnp.zeros_like(x, dtype)
       else:  # the per-group statistic, sharded as a reduction of x is

@@ -154,7 +154,7 @@ def rotational_wrapper(
         return None
       # Sharded as a reduction of x is (replicated over the reduced axes).
       return jnp.zeros_like(jax.eval_shape(lambda x: geometry.group_sum(x, layout), x),
-                            jnp.result_type(jnp.float32, x.dtype))
+                            geometry.stat_dtype(x))
 
     return RotationalState(
         count=jnp.zeros([], jnp.int32),
