@@ -110,7 +110,7 @@ def rotational(
   rate = angular_rate if callable(angular_rate) else (lambda lr: angular_rate)
   return rotational_wrapper(
       direction, nonrotational, learning_rate, rate,
-      rms_decay=rms_decay, center=center, eps=eps, mask=mask, groups=groups,
+      rms_decay=rms_decay, center=center, eps=eps, mask=mask, groups=groups, who="rotational",
   )
 
 
@@ -148,7 +148,7 @@ def rv_adamw(
       optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay, mask=mask),
       learning_rate,
       lambda lr: equilibrium.angular_update_adamw(lr, weight_decay, b1),
-      rms_decay=rms_decay, center=center, mask=mask, groups=groups,
+      rms_decay=rms_decay, center=center, mask=mask, groups=groups, who="rv_adamw",
   )
 
 
@@ -187,7 +187,7 @@ def rv_sgdm(
   return rotational_wrapper(
       direction, nonrot, learning_rate,
       lambda lr: equilibrium.angular_update_sgdm(lr, weight_decay, momentum),
-      rms_decay=rms_decay, center=center, mask=mask, groups=groups,
+      rms_decay=rms_decay, center=center, mask=mask, groups=groups, who="rv_sgdm",
   )
 
 
@@ -220,7 +220,7 @@ def rv_lion(
       optax.lion(learning_rate, b1, b2, weight_decay=weight_decay, mask=mask),
       learning_rate,
       lambda lr: equilibrium.angular_update_lion(lr, weight_decay, b1, b2),
-      rms_decay=rms_decay, center=center, mask=mask, groups=groups,
+      rms_decay=rms_decay, center=center, mask=mask, groups=groups, who="rv_lion",
   )
 
 
@@ -307,5 +307,5 @@ def rv_adam_l2(
       nonrot,
       learning_rate,
       lambda lr: equilibrium.angular_update_adamw(lr, l2_regularization, b1),
-      rms_decay=rms_decay, center=center, mask=mask, groups=groups,
+      rms_decay=rms_decay, center=center, mask=mask, groups=groups, who="rv_adam_l2",
   )

@@ -99,6 +99,7 @@ def rotational_wrapper(
     eps: float = 1e-8,
     mask: Any = None,
     groups: Any = None,
+    who: str = "rotational_wrapper",
 ) -> optax.GradientTransformationExtraArgs:
   """Wraps an inner optimizer so every rotational group rotates by ``η̂_r`` on average.
 
@@ -120,17 +121,18 @@ def rotational_wrapper(
       callable of params; ``None``: every grouped leaf is rotational).
     groups: group specs (``None``: per output unit for ``ndim >= 2``, other leaves
       non-rotational); see :mod:`spherax.groups`.
+    who: the name errors give (an optimizer built on the wrapper passes its own).
 
   Returns:
     An optax transform whose update moves rotational params to ``x'`` (above).
     It needs ``params`` in ``update``.
   """
-  check_beta("rotational_wrapper", "rms_decay", rms_decay)
-  check_nonnegative("rotational_wrapper", "eps", eps)
-  check_nonnegative("rotational_wrapper", "learning_rate", learning_rate)
+  check_beta(who, "rms_decay", rms_decay)
+  check_nonnegative(who, "eps", eps)
+  check_nonnegative(who, "learning_rate", learning_rate)
 
   def layouts_of(params):
-    layouts = groups_lib.resolve(groups, params, min_group_size=2, who="rotational_wrapper")
+    layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
     if mask is None:
       return layouts
     keep = jax.tree.structure(params).flatten_up_to(mask(params) if callable(mask) else mask)
@@ -165,7 +167,7 @@ def rotational_wrapper(
     )
 
   def update_fn(updates, state, params=None, **extra_args):
-    require_params("rotational_wrapper", params)
+    require_params(who, params)
     layouts = layouts_of(params)
     treedef = jax.tree.structure(params)
     first = state.count == 0
