@@ -2,7 +2,7 @@
 
 Heo et al., *AdamP: Slowing Down the Slowdown for Momentum Optimizers on
 Scale-invariant Weights*, ICLR 2021 (Algorithm 1: SGDP, Algorithm 2: AdamP,
-and their projection with its cosine-similarity test, §3).
+with their projection and its cosine-similarity test).
 
 For a grouped leaf (by default every ``ndim >= 2`` leaf, per output unit) two
 views are tried each step, on the raw gradient ``g`` and the weights ``x``

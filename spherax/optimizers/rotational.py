@@ -13,7 +13,7 @@ frozen norm, every other leaf gets the plain optimizer's update:
   ``Δg = sign(β1 m + (1−β1) g)``;
 * wrapped Adam+L2: ``Δg = m̂_g / (sqrt(v̂) + ε)`` with ``m_g`` the gradient share
   of the moment and ``v`` the second moment of ``g + λx``, and AdamW's ``η̂_r``
-  (Kosson et al. 2024, §5); ``λ`` is its ``l2_regularization`` (coupled L2).
+  (Kosson et al. 2024, Table 2 and Appendix I); ``λ`` is its ``l2_regularization`` (coupled L2).
 
 ``weight_decay`` is decoupled weight decay on the non-rotational leaves of
 RV-AdamW and RV-Lion, and coupled L2 on those of RV-SGDM (as PyTorch's SGD, the
@@ -235,8 +235,8 @@ class ScaleByAdamL2ShareState(NamedTuple):
 def scale_by_adam_l2_share(
     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, l2_regularization: float = 0.0
 ) -> optax.GradientTransformation:
-  """The gradient part of Adam+L2: ``m̂_g / (sqrt(v̂) + ε)`` (Kosson et al. 2024, §5,
-  "wrapped Adam+L2").
+  """The gradient part of Adam+L2: ``m̂_g / (sqrt(v̂) + ε)`` (Kosson et al. 2024,
+  "wrapped Adam+L2", Table 2 and Appendix I).
 
   Adam+L2's moment of ``g + λx`` splits into a gradient share ``m_g`` (EMA of
   ``g``) and an L2 share; the second moment ``v`` keeps the L2 term
@@ -285,7 +285,7 @@ def rv_adam_l2(
 
   ``l2_regularization`` is the coupled L2 coefficient ``λ`` (it enters ``v``
   and, for the non-rotational leaves, the plain Adam+L2 update ``g ← g + λx``);
-  it also sets ``η̂_r = sqrt(2ηλ(1−β1)/(1+β1))`` (Kosson et al. 2024, §5).
+  it also sets ``η̂_r = sqrt(2ηλ(1−β1)/(1+β1))`` (Kosson et al. 2024, Table 2, Appendix I).
 
   Args:
     learning_rate: ``η``, a float or a schedule.
