@@ -216,12 +216,42 @@ def rv_lion(
   check_beta("rv_lion", "b1", b1)
   check_beta("rv_lion", "b2", b2)
   return rotational_wrapper(
-      optax.scale_by_lion(b1, b2),
+      _scale_by_lion_in_order(b1, b2),
       optax.lion(learning_rate, b1, b2, weight_decay=weight_decay, mask=mask),
       learning_rate,
       lambda lr: equilibrium.angular_update_lion(lr, weight_decay, b1, b2),
       rms_decay=rms_decay, center=center, mask=mask, groups=groups, who="rv_lion",
   )
+
+
+def _scale_by_lion_in_order(b1: float, b2: float) -> optax.GradientTransformation:
+  """``optax.scale_by_lion(b1, b2)`` (same state, same values bit for bit), ordered.
+
+  The direction ``sign((1 − β1) g + β1 m)`` is divided by
+  ``1 + nan_to_num(0 · ((1 − β1) g + β1 m))``, exactly 1: XLA does not copy a
+  division into each consumer, so the sign is formed once and the wrapper's
+  reductions and its update pass read it. The moment ``(1 − β2) g + β2 m`` then
+  subtracts ``|nan_to_num(0 · sign)|`` element-wise, exactly +0 (``−0.0`` stays
+  ``−0.0``), which makes it depend on the formed sign, so its donated buffer is
+  overwritten after its last read instead of being copied. Both are element-wise:
+  nothing crosses a sharded axis.
+  """
+  lion = optax.scale_by_lion(b1, b2)
+
+  def direction(g, m):
+    c = (1.0 - b1) * g + b1 * m
+    return jnp.sign(c) / (1 + jnp.nan_to_num(0 * c))
+
+  def moment(g, m, d):
+    return (1 - b2) * g + b2 * m - jnp.abs(jnp.nan_to_num(0 * d))
+
+  def update_fn(updates, state, params=None):
+    del params
+    signs = jax.tree.map(direction, updates, state.mu)
+    mu = jax.tree.map(moment, updates, state.mu, signs)
+    return signs, optax.ScaleByLionState(optax.safe_increment(state.count), mu)
+
+  return optax.GradientTransformation(lion.init, update_fn)
 
 
 class ScaleByAdamL2ShareState(NamedTuple):
