@@ -324,16 +324,37 @@ def _train_batches(dataset, config, epoch: int, skip: int) -> Iterator[dict]:
   return itertools.islice(full, skip, None)
 
 
+def _read_records(path: str) -> list[dict]:
+  """The complete JSON records of a log; a last line cut off mid-write (no
+  trailing newline, or not valid JSON) is dropped, any other bad line raises."""
+  with open(path) as f:
+    lines = f.read().split("\n")
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i == len(lines) - 1:  # the partial last line of an interrupted write
+        break
+      raise
+  return records
+
+
 def _trim_log(path: str, step: int) -> None:
-  """Drops records logged after ``step`` (written before an interruption)."""
+  """Drops records logged after ``step`` (written before an interruption) and a
+  partial last line; the rewrite is atomic (a temporary file, then ``os.replace``),
+  so an interruption leaves either the old log or the trimmed one."""
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  with open(path, "w") as f:
-    for r in records:
-      if r.get("step", 0) <= step:
-        f.write(json.dumps(r) + "\n")
+  kept = [r for r in _read_records(path) if r.get("step", 0) <= step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in kept)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 def _snapshot(workdir: str, step: int, params, layouts, paths) -> None:
@@ -348,8 +369,7 @@ def _snapshot(workdir: str, step: int, params, layouts, paths) -> None:
 def _late_averages(log_path: str, total_steps: int) -> dict:
   """Final train loss and the angular update (measured, predicted, and their
   ratio step by step) averaged over the second half of training, from the log."""
-  with open(log_path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+  records = _read_records(log_path)
   train_records = [r for r in records if r["kind"] == "train"]
   late = [r for r in train_records if r["step"] > total_steps // 2] or train_records[-1:]
   angles = [np.mean(list(r["angular_update"].values())) for r in late if r["angular_update"]]

@@ -246,3 +246,19 @@ def test_evaluate_weights_by_mask_pads_to_devices_and_compiles_once():
   np.testing.assert_allclose(result["accuracy"], (logits.argmax(-1) == labels[:10]).mean())
   train_lib.evaluate(eval_step, params, rest, batches, mesh)
   assert eval_step._cache_size() == 1
+
+
+def test_resume_drops_a_partial_last_log_line_and_rewrites_atomically(tmp_path, monkeypatch):
+  log = tmp_path / "metrics.jsonl"
+  records = [{"kind": "train", "step": s, "loss": 1.0 / s} for s in (1, 2, 3)]
+  log.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"kind": "train", "st')
+  replaced = []
+  real_replace = os.replace
+  monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append((a, b)), real_replace(a, b)))
+  train_lib._trim_log(str(log), step=2)
+  assert _records(tmp_path) == records[:2]
+  assert replaced == [(str(log) + ".tmp", str(log))] and not os.path.exists(str(log) + ".tmp")
+  # a bad line that is not the last one is corruption, not an interrupted write
+  log.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+  with pytest.raises(json.JSONDecodeError):
+    train_lib._trim_log(str(log), step=2)
