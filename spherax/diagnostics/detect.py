@@ -33,6 +33,7 @@ Example (a pure-JAX model; ``w`` is followed by a per-column normalization):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -76,7 +77,10 @@ def detect_groups(
         groups = detect_groups(loss_fn, params, batches)
 
       (``copy=True`` lets BatchNorm write its statistics under ``jit``);
-      ``groups`` then has the structure of the ``nnx.State`` ``params``.
+      ``groups`` is then an ``nnx.State`` with the paths of ``params`` whose
+      leaves are plain specs (the ``nnx.Param`` wrappers removed), usable as
+      ``groups=`` both with the split ``params`` and inside ``nnx.Optimizer``
+      (which passes the params' raw arrays).
     params: the params pytree (at the point to test, e.g. at init).
     batches: a few batches (an iterable; it is read once).
     candidates: the groupings to try, in order; the first that passes wins.
@@ -148,7 +152,23 @@ def detect_groups(
           chosen = spec
           break
     specs.append(chosen)
-  return jax.tree.unflatten(treedef, specs)
+  return _unwrap_variables(jax.tree.unflatten(treedef, specs))
+
+
+def _unwrap_variables(tree: Any) -> Any:
+  """Replaces every ``flax.nnx.Variable`` node (``nnx.Param(spec)``) by its value.
+
+  A spec tree then matches params with or without the wrappers: a spec leaf is a
+  pytree prefix of ``Param(array)`` as well as of a raw array. Without flax
+  loaded there is nothing to unwrap (spherax does not import flax).
+  """
+  nnx = sys.modules.get("flax.nnx")
+  if nnx is None:
+    return tree
+  is_variable = lambda v: isinstance(v, nnx.Variable)
+  return jax.tree.map(
+      lambda v: v.get_value() if is_variable(v) else v, tree, is_leaf=is_variable
+  )
 
 
 def _group_dot(a: np.ndarray, b: np.ndarray, layout: GroupLayout) -> np.ndarray:
