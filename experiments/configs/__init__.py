@@ -64,13 +64,14 @@ def module(name: str):
 
 def run_id(cfg) -> str:
   """The stable name of a run: the ``/``-separated parts of ``cfg.name``
-  (default ``cfg.method``), followed by ``cfg.method``, ``cfg.column`` and
-  ``seed<cfg.seed>`` where the name does not already contain them."""
-  parts = [p for p in str(cfg.get("name") or cfg.method).split("/") if p]
-  for extra in (cfg.method, cfg.get("column", ""), f"seed{cfg.get('seed', 0)}"):
+  (default ``cfg.method``), followed by ``cfg.method`` and ``cfg.column`` where
+  the name does not already contain them, and ``seed<cfg.seed>`` last."""
+  seed = f"seed{cfg.get('seed', 0)}"
+  parts = [p for p in str(cfg.get("name") or cfg.method).split("/") if p and p != seed]
+  for extra in (cfg.method, cfg.get("column", "")):
     if extra and extra not in parts:
       parts.append(extra)
-  return "/".join(parts)
+  return "/".join(parts + [seed])
 
 
 def runs(name: str, quick: bool = False) -> list:
