@@ -1,0 +1,43 @@
+"""Trace + compile time of one ``track_dynamics`` step against the leaf count.
+
+Not a test (no test may depend on wall time): a measurement script for issue 13
+point 2 (the tracker's compile time grew roughly quadratically in the number of
+leaves). Run from the repository root::
+
+  python tests/diagnostics/tracker_compile_time.py 100 250
+
+It builds ``n`` conv kernels ``(3, 3, 4, 8)`` (grouped per output filter),
+wraps ``optax.sgd(0.1, momentum=0.9)`` in ``track_dynamics`` (``every=1`` and
+``every=10``) and prints the seconds ``jax.jit(update).lower(...).compile()``
+takes for each.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from spherax import diagnostics
+
+
+def compile_seconds(num_leaves: int, every: int) -> float:
+  params = {f"conv{i}": jnp.ones((3, 3, 4, 8)) for i in range(num_leaves)}
+  tx = diagnostics.track_dynamics(optax.sgd(0.1, momentum=0.9), every=every)
+  state = tx.init(params)
+  start = time.perf_counter()
+  jax.jit(tx.update).lower(params, state, params).compile()
+  return time.perf_counter() - start
+
+
+def main(argv: list[str]) -> None:
+  for n in [int(a) for a in argv] or [100, 250]:
+    for every in (1, 10):
+      print(f"leaves={n} every={every}: {compile_seconds(n, every):.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
