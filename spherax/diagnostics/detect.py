@@ -1,7 +1,11 @@
-"""Finding the scale-invariant groups of a model from its loss (REFERENCE §1).
+"""Finding the scale-invariant groups of a model from its loss.
 
 A group ``x`` is scale-invariant when ``L(ρx) = L(x)`` for every ``ρ > 0``;
-then ``<∇L(x), x> = 0`` (seed 000 Lemma 1, seed 004 Eq. 1). :func:`detect_groups`
+then ``<∇L(x), x> = 0`` (Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry,
+*Spherical Perspective on Learning with Normalization Layers*, Neurocomputing
+2022, arXiv:2006.13382, Lemma 1; Kosson, Messmer, Jaggi, *Rotational
+Equilibrium: How Weight Decay Balances Learning Across Neural Networks*, ICML
+2024, arXiv:2305.17212, Eq. 1). :func:`detect_groups`
 tests, for every parameter leaf, candidate groupings in order (by default per
 output unit, then the whole tensor) with two probes:
 
@@ -14,7 +18,9 @@ output unit, then the whole tensor) with two probes:
   test independent of the loss scale and rejects leaves the loss ignores;
 * **gradient probe**: the radial share of the gradient
   ``sqrt(Σ_j <g_j, u_j>²) / ||g||`` must stay below ``grad_tol`` on every
-  batch (a weighted form of AdamP's cosine test, robust to dead units).
+  batch (a weighted form of the cosine test of AdamP: Heo et al., *AdamP: Slowing
+  Down the Slowdown for Momentum Optimizers on Scale-invariant Weights*, ICLR
+  2021; robust to dead units).
 
 Example (a pure-JAX model; ``w`` is followed by a per-column normalization):
 
