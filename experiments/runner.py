@@ -23,7 +23,7 @@ JAX finds its peers itself, so every host runs the same command with
 ``--distributed``; elsewhere give the coordinator (process 0's
 ``host:port``), the process count and each process's id::
 
-  python -m experiments.runner fsdp --run resnet50/fsdp8/seed0 --distributed  # every host
+  python -m experiments.runner fsdp --run resnet50/fsdp8/rv_adamw/seed0 --distributed  # every host
   python -m experiments.runner quick --run sgdm/seed0 --coordinator 10.0.0.1:1234 \\
       --num-processes 2 --process-id 0   # on host 0 (and --process-id 1 on host 1)
 

@@ -4,8 +4,9 @@ Configs are ``ml_collections.ConfigDict`` rather than dataclasses: one nested,
 dot-accessible, JSON-serialisable record per run that protocol files fill in
 with plain ``update`` calls, that ``lock()`` protects against misspelt keys
 (a typo raises instead of silently adding a field) and that command lines can
-override key by key (``--config.learning_rate=0.01``) without a schema per
-protocol. The train loop reads these keys:
+override key by key (``python -m experiments.runner quick --run sgdm/seed0
+--config.learning_rate=0.01``, see :func:`experiments.configs.apply_overrides`)
+without a schema per protocol. The train loop reads these keys:
 
 * ``name``, ``protocol``, ``column`` (the results-table column), ``workdir``,
   ``seed``;
