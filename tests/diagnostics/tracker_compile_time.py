@@ -11,6 +11,19 @@ wraps ``optax.sgd(0.1, momentum=0.9)`` in ``track_dynamics`` (``every=1`` and
 ``every=10``) and prints the seconds ``jax.jit(update).lower(...).compile()``
 takes for each, wall clock and this process's CPU time (less sensitive to
 other load on the machine than the wall clock).
+
+Measured on 2 shared cores at load 22–32 (CPU seconds; wall in parentheses),
+before and after dropping the tracker's ``exact_zero`` (one sum over every
+leaf's summary that every update depended on):
+
+==========  =================  ==============
+leaves      before             after
+==========  =================  ==============
+100, k=1    34.0 (245)         3.1 (10.8)
+100, k=10   4.4 (20.4)         3.4 (23.1)
+250, k=1    353.2 (2044)       6.5 (22.6)
+250, k=10   17.4 (62.6)        8.0 (29.6)
+==========  =================  ==============
 """
 
 from __future__ import annotations
