@@ -4,8 +4,9 @@ Configs are ``ml_collections.ConfigDict`` rather than dataclasses: one nested,
 dot-accessible, JSON-serialisable record per run that protocol files fill in
 with plain ``update`` calls, that ``lock()`` protects against misspelt keys
 (a typo raises instead of silently adding a field) and that command lines can
-override key by key (``--config.learning_rate=0.01``) without a schema per
-protocol. The train loop reads these keys:
+override key by key (``python -m experiments.runner quick --run sgdm/seed0
+--config.learning_rate=0.01``, see :func:`experiments.configs.apply_overrides`)
+without a schema per protocol. The train loop reads these keys:
 
 * ``name``, ``protocol``, ``column`` (the results-table column), ``workdir``,
   ``seed``;
@@ -18,7 +19,10 @@ protocol. The train loop reads these keys:
 * ``schedule``: ``kind`` (constant / multistep / cosine) and its arguments;
 * ``epochs``, ``batch_size``, ``eval_batch_size``, ``norm_rescale``;
 * ``log_every``, ``checkpoint_every``, ``snapshot_every`` (conv kernels saved
-  every that many steps; 0 = never), ``progress``.
+  every that many steps; 0 = never), ``progress``;
+* ``fsdp`` (devices sharing each large leaf; 1 = pure data parallelism) and
+  ``fsdp_min_size`` (smaller leaves stay replicated): see
+  :mod:`experiments.configs.fsdp`.
 
 Example:
 
@@ -36,7 +40,10 @@ from __future__ import annotations
 
 import ml_collections
 
-__all__ = ["base", "quick_overrides", "run"]
+__all__ = ["FSDP_MIN_SIZE", "base", "quick_overrides", "run"]
+
+FSDP_MIN_SIZE = 2**14
+"""Default ``fsdp_min_size``: smaller leaves stay replicated under FSDP."""
 
 
 def base() -> ml_collections.ConfigDict:
@@ -69,6 +76,8 @@ def base() -> ml_collections.ConfigDict:
           snapshot_every=0,
           checkpoint_every=1000,
           progress=True,
+          fsdp=1,
+          fsdp_min_size=FSDP_MIN_SIZE,
       )
   )
 

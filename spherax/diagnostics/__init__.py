@@ -1,4 +1,10 @@
-"""Diagnostics: measure the spherical dynamics of training (REFERENCE §2, §5).
+"""Diagnostics: measure the spherical dynamics of training.
+
+The quantities of Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry,
+*Spherical Perspective on Learning with Normalization Layers* (Neurocomputing
+2022, arXiv:2006.13382, Sec. 2) and of Kosson, Messmer, Jaggi, *Rotational
+Equilibrium: How Weight Decay Balances Learning Across Neural Networks* (ICML
+2024, arXiv:2305.17212, Sec. 2):
 
 * :mod:`~spherax.diagnostics.measures`: per-group angular update, weight norm,
   update size, radial component ``λ_u``, effective learning rate and

@@ -1,7 +1,11 @@
-"""Finding the scale-invariant groups of a model from its loss (REFERENCE §1).
+"""Finding the scale-invariant groups of a model from its loss.
 
 A group ``x`` is scale-invariant when ``L(ρx) = L(x)`` for every ``ρ > 0``;
-then ``<∇L(x), x> = 0`` (seed 000 Lemma 1, seed 004 Eq. 1). :func:`detect_groups`
+then ``<∇L(x), x> = 0`` (Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry,
+*Spherical Perspective on Learning with Normalization Layers*, Neurocomputing
+2022, arXiv:2006.13382, Lemma 1; Kosson, Messmer, Jaggi, *Rotational
+Equilibrium: How Weight Decay Balances Learning Across Neural Networks*, ICML
+2024, arXiv:2305.17212, Eq. 1). :func:`detect_groups`
 tests, for every parameter leaf, candidate groupings in order (by default per
 output unit, then the whole tensor) with two probes:
 
@@ -14,7 +18,9 @@ output unit, then the whole tensor) with two probes:
   test independent of the loss scale and rejects leaves the loss ignores;
 * **gradient probe**: the radial share of the gradient
   ``sqrt(Σ_j <g_j, u_j>²) / ||g||`` must stay below ``grad_tol`` on every
-  batch (a weighted form of AdamP's cosine test, robust to dead units).
+  batch (a weighted form of the cosine test of AdamP: Heo et al., *AdamP: Slowing
+  Down the Slowdown for Momentum Optimizers on Scale-invariant Weights*, ICLR
+  2021; robust to dead units).
 
 Example (a pure-JAX model; ``w`` is followed by a per-column normalization):
 
@@ -33,6 +39,7 @@ Example (a pure-JAX model; ``w`` is followed by a per-column normalization):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -76,7 +83,10 @@ def detect_groups(
         groups = detect_groups(loss_fn, params, batches)
 
       (``copy=True`` lets BatchNorm write its statistics under ``jit``);
-      ``groups`` then has the structure of the ``nnx.State`` ``params``.
+      ``groups`` is then an ``nnx.State`` with the paths of ``params`` whose
+      leaves are plain specs (the ``nnx.Param`` wrappers removed), usable as
+      ``groups=`` both with the split ``params`` and inside ``nnx.Optimizer``
+      (which passes the params' raw arrays).
     params: the params pytree (at the point to test, e.g. at init).
     batches: a few batches (an iterable; it is read once).
     candidates: the groupings to try, in order; the first that passes wins.
@@ -148,7 +158,23 @@ def detect_groups(
           chosen = spec
           break
     specs.append(chosen)
-  return jax.tree.unflatten(treedef, specs)
+  return _unwrap_variables(jax.tree.unflatten(treedef, specs))
+
+
+def _unwrap_variables(tree: Any) -> Any:
+  """Replaces every ``flax.nnx.Variable`` node (``nnx.Param(spec)``) by its value.
+
+  A spec tree then matches params with or without the wrappers: a spec leaf is a
+  pytree prefix of ``Param(array)`` as well as of a raw array. Without flax
+  loaded there is nothing to unwrap (spherax does not import flax).
+  """
+  nnx = sys.modules.get("flax.nnx")
+  if nnx is None:
+    return tree
+  is_variable = lambda v: isinstance(v, nnx.Variable)
+  return jax.tree.map(
+      lambda v: v.get_value() if is_variable(v) else v, tree, is_leaf=is_variable
+  )
 
 
 def _group_dot(a: np.ndarray, b: np.ndarray, layout: GroupLayout) -> np.ndarray:

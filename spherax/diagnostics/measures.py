@@ -1,4 +1,12 @@
-"""Per-group measurements of one optimisation step (REFERENCE §2, §5).
+"""Per-group measurements of one optimisation step.
+
+The quantities of the spherical decomposition of a step (Roburin, de Mont-Marin,
+Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on Learning with
+Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382, Sec. 2; short:
+Roburin et al. 2022) and of rotational equilibrium (Kosson, Messmer, Jaggi,
+*Rotational Equilibrium: How Weight Decay Balances Learning Across Neural
+Networks*, ICML 2024, arXiv:2305.17212, Sec. 2 and App. C; short: Kosson et
+al. 2024).
 
 Every function takes pytrees with the params' structure (``params`` the weights
 before the step ``x``, ``new_params`` after it ``x'``, ``updates`` the applied
@@ -10,7 +18,7 @@ axes set to 1), in float32 (float64 under ``jax_enable_x64`` with float64
 inputs); **ungrouped leaves map to** ``None`` and ``optax.MaskedNode`` subtrees
 pass through. Zero-norm groups and zero gradients give finite values (0).
 
-Notation (REFERENCE §1): ``r = ||x||``, ``u = x / r``, ``q⊥ = q − <q, u> u``.
+Notation (Roburin et al. 2022, Sec. 2): ``r = ||x||``, ``u = x / r``, ``q⊥ = q − <q, u> u``.
 
 Example:
 
@@ -72,8 +80,8 @@ def angular_update(params: Any, new_params: Any, groups: Any = None) -> Any:
   """The angle ``∠(x, x')`` in radians, in ``[0, π]``, that each group turns.
 
   ``∠(x, x') = atan2(||x'⊥||, <x', u>)`` with ``x'⊥ = x' − <x', u> u``
-  (REFERENCE §5, the angular update ``η_r`` is its expectation; seed 000
-  Theorem 2 gives it as ``arctan(η^e ||c⊥||)``). Unlike ``arccos`` of the
+  (Kosson et al. 2024, Sec. 2: the angular update ``η_r`` is its expectation;
+  Roburin et al. 2022, Theorem 2, gives it as ``arctan(η^e ||c⊥||)``). Unlike ``arccos`` of the
   cosine it is accurate for tiny angles. A group with ``x = 0`` gives 0.
 
   Example:
@@ -97,7 +105,7 @@ def angular_update(params: Any, new_params: Any, groups: Any = None) -> Any:
 def rms_update(updates: Any, groups: Any = None) -> Any:
   """The size ``||Δ||`` of each group's step.
 
-  REFERENCE §5 defines the RMS update ``η_g = sqrt(E||Δ_g p||²)`` over steps
+  Kosson et al. 2024 (Sec. 2) define the RMS update ``η_g = sqrt(E||Δ_g p||²)`` over steps
   for the *gradient part* ``Δ_g`` of the update (no weight decay): pass that
   part to measure ``η_g``, and take the root mean square of the returned values
   over steps. Layouts are resolved on the shapes of ``updates``.
@@ -117,7 +125,7 @@ def radial_component(
 ) -> Any:
   """The weight decay ``λ_u = −<Δ, x> / (η ||x||²)`` that an update implies.
 
-  REFERENCE §5 (seed 004 App. L): a radial component of the update acts like
+  Kosson et al. 2024, App. L: a radial component of the update acts like
   an extra weight decay. With ``Δ = −η(g + λx)`` this is
   ``<g, x>/||x||² + λ``: pass the gradient part of the update to get ``λ_u``
   alone, or the full update to get the effective weight decay
@@ -147,7 +155,7 @@ def effective_learning_rate(
 ) -> Any:
   """The effective learning rate ``η^e`` that explains the observed step.
 
-  Seed 000 Theorem 2 (REFERENCE §2): a step ``x → x'`` along a direction ``c``
+  Roburin et al. 2022, Theorem 2: a step ``x → x'`` along a direction ``c``
   moves ``u`` exactly to ``u' = (u − η^e c⊥) / sqrt(1 + (η^e ||c⊥||)²)``, so
   ``tan ∠(x, x') = η^e ||c⊥||``. With ``c = r · direction``::
 
@@ -182,8 +190,8 @@ def effective_learning_rate(
 def grad_cosine(params: Any, grads: Any, groups: Any = None) -> Any:
   """The cosine ``<g, x> / (||g|| ||x||)`` of gradient and weight per group.
 
-  A scale-invariant group has ``<∇L(x), x> = 0`` (seed 000 Lemma 1, REFERENCE
-  §1), so values near 0 support scale invariance. A zero ``g`` or ``x`` gives 0.
+  A scale-invariant group has ``<∇L(x), x> = 0`` (Roburin et al. 2022,
+  Lemma 1), so values near 0 support scale invariance. A zero ``g`` or ``x`` gives 0.
 
   Example:
 

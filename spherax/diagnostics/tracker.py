@@ -1,7 +1,12 @@
 """Recording the spherical dynamics of every step inside the optimizer state.
 
 :func:`track_dynamics` wraps an optax transform and, at each ``update``,
-measures per group (REFERENCE §2, §5; the same quantities as
+measures per group (the spherical decomposition of a step of Roburin, de
+Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on Learning with
+Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382, Sec. 2, and the
+angular and RMS updates of Kosson, Messmer, Jaggi, *Rotational Equilibrium: How
+Weight Decay Balances Learning Across Neural Networks*, ICML 2024,
+arXiv:2305.17212, Sec. 2; the same quantities as
 :mod:`spherax.diagnostics.measures`):
 
 * ``angular_update``: ``∠(x, x + Δ)`` in radians, ``Δ`` the wrapped
@@ -12,7 +17,7 @@ measures per group (REFERENCE §2, §5; the same quantities as
   (the gradient when the wrapper is first in a chain);
 
 and stores, for each grouped leaf, their mean, min and max over the leaf's
-groups. Ungrouped leaves are not tracked (``None`` in the state).
+groups. Ungrouped and empty leaves are not tracked (``None`` in the state).
 
 Cost: one fused pass over ``x``, ``Δ`` and ``g`` per leaf computing the five
 dot products ``<x,x>, <x,Δ>, <Δ,Δ>, <g,g>, <g,x>`` (float32); everything else
@@ -67,7 +72,8 @@ class TrackDynamicsState(NamedTuple):
     inner_state: the wrapped transform's state.
     dynamics: a pytree with the params' structure; each grouped leaf holds a
       float32 array of shape ``(len(METRICS), len(STATS))`` summarising the
-      last recorded step (zeros before the first), ungrouped leaves ``None``.
+      last recorded step (zeros before the first), ungrouped and empty
+      leaves ``None``.
   """
 
   count: jax.Array
@@ -107,20 +113,21 @@ def track_dynamics(
   ``optax.masked`` and ``optax.partition`` (masked-out leaves are skipped), with
   bf16 params, and under ``jit`` (the state has fixed shapes and dtypes).
 
-  Cost (CPU, ResNet-50 pytree, ``python -m experiments.benchmark``, around
-  RV-AdamW): with ``every=1`` the five reductions read ``x``, ``Δ`` and ``g``
-  once more and ``Δ`` is written out instead of being fused into
-  ``optax.apply_updates``: +34–48% (four runs). With ``every=k`` the summaries are
-  computed only on steps ``0, k, 2k, ...`` inside a ``lax.cond`` whose branch
-  recomputes ``Δ`` from the step's inputs (``grads``, the inner state,
-  ``params``), so the other steps pay neither the reductions nor the write of
-  ``Δ``: 0.97–1.07× the bare step with ``every=10`` (four runs). Record every ``k`` steps when you log every
-  ``k`` steps.
+  Cost: with ``every=1`` the five reductions read ``x``, ``Δ`` and ``g`` once
+  more, and ``Δ`` may be written out instead of being fused into
+  ``optax.apply_updates``. With ``every=k`` the summaries are computed only on
+  steps ``0, k, 2k, ...`` inside a ``lax.cond`` whose branch recomputes ``Δ``
+  from the step's inputs (``grads``, the inner state, ``params``), so the other
+  steps pay neither the reductions nor the write of ``Δ``. Record every ``k``
+  steps when you log every ``k`` steps (``python -m experiments.benchmark``
+  measures both against the bare step). Each leaf's summary depends only on
+  that leaf, so tracing and compiling grow linearly with the number of leaves.
 
   Args:
     inner: the transform whose steps are measured.
     groups: the group specification (see :mod:`spherax.groups`); ``None`` is
-      the default rule. Only grouped leaves are tracked.
+      the default rule. Only grouped, non-empty leaves are tracked (an empty
+      leaf, e.g. ``(5, 0)``, passes through untracked).
     every: record the summaries every ``every`` steps (a positive int).
 
   Returns:
@@ -130,11 +137,13 @@ def track_dynamics(
     raise ValueError(f"track_dynamics: every must be a positive int, got {every!r}")
   inner = optax.with_extra_args_support(inner)
 
+  def tracked(layout, x) -> bool:
+    return layout is not None and x.size > 0  # an empty leaf has nothing to summarise
+
   def init_fn(params):
     layouts = groups_lib.resolve(groups, params, who="track_dynamics")
-    zeros = lambda layout, _: (
-        None if layout is None
-        else jnp.zeros((len(METRICS), len(STATS)), jnp.float32)
+    zeros = lambda layout, x: (
+        jnp.zeros((len(METRICS), len(STATS)), jnp.float32) if tracked(layout, x) else None
     )
     return TrackDynamicsState(
         count=jnp.zeros([], jnp.int32),
@@ -151,40 +160,21 @@ def track_dynamics(
         delta, _ = inner.update(grads, inner_state, params, **extra_args)
 
       def summary(layout, x, d, g):
-        return None if layout is None else _leaf_summary(layout, x, d, g)
+        return _leaf_summary(layout, x, d, g) if tracked(layout, x) else None
 
       return groups_lib.tree_map_groups(summary, layouts, params, delta, grads)
 
-    def exact_zero(dynamics):
-      """+0.0 that depends on every summary (a NaN summary still gives 0)."""
-      total = sum(jnp.sum(d) for d in jax.tree.leaves(dynamics))
-      return 0 * jnp.abs(jnp.nan_to_num(total))
-
+    new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     if every == 1:
-      new_updates, inner_state = inner.update(
-          updates, state.inner_state, params, **extra_args
-      )
       dynamics = measure(updates, None, params, new_updates)
-      # An exact data dependency of the updates on the summaries (u − 0 is u,
-      # bit for bit) orders the caller's in-place x ← x + Δ after the summaries'
-      # reads of x, so XLA need not copy the params.
-      after = exact_zero(dynamics)
-      new_updates = jax.tree.map(lambda u: u - after.astype(u.dtype), new_updates)
     else:
-      # The recording branch recomputes Δ from the step's inputs, so Δ is never
-      # a lax.cond operand (which would force it to be written out every step).
-      # The step itself then depends exactly on the summaries (g − 0 is g), so it
-      # runs after the branch has read the params and the inner state it overwrites.
+      # The recording branch recomputes Δ from the step's inputs, so Δ is not a
+      # lax.cond operand (which would force it to be written out every step).
       dynamics = jax.lax.cond(
           state.count % every == 0,
           lambda ops: measure(*ops),
           lambda _: state.dynamics,
           (updates, state.inner_state, params),
-      )
-      after = exact_zero(dynamics)
-      ordered = jax.tree.map(lambda g: g - after.astype(g.dtype), updates)
-      new_updates, inner_state = inner.update(
-          ordered, state.inner_state, params, **extra_args
       )
     count = optax.safe_increment(state.count)
     return new_updates, TrackDynamicsState(count, inner_state, dynamics)

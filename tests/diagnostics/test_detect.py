@@ -7,6 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
+import spherax
 from spherax import diagnostics, groups
 
 
@@ -115,3 +116,48 @@ def test_bad_arguments():
     diagnostics.detect_groups(loss_fn, params, [0], scale=1.0)
   with pytest.raises(ValueError, match="batch"):
     diagnostics.detect_groups(loss_fn, params, [])
+
+
+def test_nnx_vit_round_trip_detect_then_train():
+  # A weight-normalised ViT (LayerNorm on the token stream, per-output
+  # weight-normalised kernels): detect its groups, pass them unchanged as
+  # ``groups=`` to an optimizer inside nnx.Optimizer, train two steps.
+  from experiments.models.vit import VisionTransformer
+
+  vit = VisionTransformer(dim=8, depth=1, heads=2, num_classes=3, image_size=8,
+                          patch_size=4, norm="weight", rngs=nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(vit, nnx.Param, ...)
+
+  def loss_fn(params, batch):
+    logits = nnx.merge(graphdef, params, rest, copy=True)(batch["x"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+  keys = jax.random.split(jax.random.key(2), 2)
+  batch = {"x": jax.random.normal(keys[0], (4, 8, 8, 3)),
+           "y": jax.random.randint(keys[1], (4,), 0, 3)}
+  spec = diagnostics.detect_groups(loss_fn, params, [batch])
+  leaves = jax.tree.leaves(spec, is_leaf=lambda x: x is None or isinstance(x, nnx.Variable))
+  assert not any(isinstance(x, nnx.Variable) for x in leaves)  # plain specs
+  grouped = {p for p, l in _by_path(spec, params).items() if l is not None}
+  assert grouped == {f"blocks/0/{n}/kernel" for n in ("qkv", "proj", "fc1", "fc2")} | {"patch/kernel"}
+
+  # the same optimizer with the same groups written by hand: the same steps
+  by_hand = groups.by_path({r"^blocks/0/(qkv|proj|fc1|fc2)/kernel$|^patch/kernel$": groups.per_output()},
+                           default=lambda path, leaf: None)
+  results = []
+  for rule in (spec, by_hand):
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    optimizer = nnx.Optimizer(model, spherax.adamsrt(1e-2, groups=rule), wrt=nnx.Param)
+    for _ in range(2):
+      _vit_step(model, optimizer, batch)
+    results.append(jax.tree.leaves(nnx.state(model, nnx.Param)))
+  for x, y, x0 in zip(*results, jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert np.all(np.isfinite(np.asarray(x)))
+  assert any(not np.allclose(x, x0) for x, x0 in zip(results[0], jax.tree.leaves(params)))
+
+
+@nnx.jit
+def _vit_step(model, optimizer, batch):
+  loss = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(batch["x"]), batch["y"])
+  optimizer.update(model, nnx.grad(lambda m: loss(m).mean())(model))

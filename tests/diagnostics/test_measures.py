@@ -87,7 +87,9 @@ def test_all_measures_match_numpy_float64():
         diagnostics.grad_cosine(jx, jg, SPECS),
         _np_per_group(lambda a, b: a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), x, g),
     )
-    # η^e = tan∠(x, x') / ||c⊥||, c = r · direction (seed 000 Theorem 2).
+    # η^e = tan∠(x, x') / ||c⊥||, c = r · direction (Roburin et al., Spherical
+    # Perspective on Learning with Normalization Layers, Neurocomputing 2022,
+    # arXiv:2006.13382, Theorem 2).
     _check(
         diagnostics.effective_learning_rate(jx, jn, jg, SPECS),
         _np_per_group(

@@ -1,6 +1,7 @@
 """spherax.diagnostics.track_dynamics against the measures functions."""
 
 import jax
+import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -142,8 +143,8 @@ def test_every_k_records_on_steps_0_k_2k_and_keeps_the_last_summary():
 
 @pytest.mark.parametrize("every", [1, 2])
 def test_a_non_finite_leaf_does_not_leak_into_the_other_leaves(every):
-  # The updates depend on the summaries only through an exact zero: a NaN
-  # gradient in one leaf leaves every other leaf's update as the inner gives it.
+  # The updates do not depend on the summaries: a NaN gradient in one leaf
+  # leaves every other leaf's update as the inner gives it.
   params = _params()
   inner = optax.sgd(0.1, momentum=0.9)
   tx = diagnostics.track_dynamics(inner, SPECS, every=every)
@@ -162,3 +163,59 @@ def test_a_non_finite_leaf_does_not_leak_into_the_other_leaves(every):
 def test_every_must_be_a_positive_int(every):
   with pytest.raises(ValueError, match="every"):
     diagnostics.track_dynamics(optax.sgd(0.1), every=every)
+
+
+def _input_dependencies(fn, *args):
+  """For each output leaf of ``fn(*args)``, the set of input leaf indices its
+  value depends on in the traced program (an equation's outputs depend on all
+  of its inputs: conservative for cond and nested jits)."""
+  closed = jax.make_jaxpr(fn)(*args)
+  deps = {v: {i} for i, v in enumerate(closed.jaxpr.invars)}
+  for eqn in closed.jaxpr.eqns:
+    used = set().union(*[deps.get(v, set()) for v in eqn.invars
+                         if isinstance(v, jex_core.Var)])
+    for v in eqn.outvars:
+      deps[v] = used
+  return [deps.get(v, set()) if isinstance(v, jex_core.Var) else set()
+          for v in closed.jaxpr.outvars]
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_each_update_depends_on_its_own_leaf_only(every):
+  # No all-leaves term (such as one sum of every leaf's summary) may feed the
+  # updates: it made compile time grow quadratically with the number of leaves.
+  params = _params()
+  tx = diagnostics.track_dynamics(optax.sgd(0.1, momentum=0.9), SPECS, every=every)
+  state = tx.init(params)
+  args = (_grads(params, 6), state, params)
+  names = [p.split("/")[-1] if p.split("/")[-1] in params else p
+           for p in _leaf_names(args)]
+  deps = _input_dependencies(tx.update, *args)
+  update_names = sorted(params)  # dict leaves are flattened in key order
+  for name, used in zip(update_names, deps[: len(params)]):
+    assert {names[i] for i in used} <= {name}, (name, {names[i] for i in used})
+
+
+def _leaf_names(tree):
+  """The last dict key on each leaf's path (the parameter name), else the path."""
+  out = []
+  for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    out.append(keys[-1] if keys else jax.tree_util.keystr(path))
+  return out
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_empty_leaves_pass_through_untracked(every):
+  params = {**_params(), "empty": jnp.ones((5, 0)), "none": jnp.ones((0,))}
+  specs = {**SPECS, "empty": groups.per_output(), "none": None}
+  inner = optax.sgd(0.1, momentum=0.9)
+  tx = diagnostics.track_dynamics(inner, specs, every=every)
+  grads = {**_grads(_params(), 7), "empty": jnp.ones((5, 0)), "none": jnp.ones((0,))}
+  updates, state = jax.jit(tx.update)(grads, tx.init(params), params)
+  ref, _ = inner.update(grads, inner.init(params), params)
+  assert state.dynamics["empty"] is None and state.dynamics["none"] is None
+  assert updates["empty"].shape == (5, 0)
+  jax.tree.map(np.testing.assert_array_equal, updates, ref)
+  want = _expected(_params(), {k: grads[k] for k in SPECS}, {k: updates[k] for k in SPECS})
+  _check(diagnostics.summaries(state), want, rtol=1e-5)

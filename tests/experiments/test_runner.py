@@ -5,15 +5,58 @@ import os
 
 import matplotlib.image
 import numpy as np
+import pytest
 
 from experiments import configs, plots, runner
 from experiments.configs import seed004_tables
 
 
-def test_commands_cover_every_run():
+def test_commands_name_every_run_by_a_stable_name_with_method_lr_seed():
+  runs = seed004_tables.runs()
   cmds = runner.commands("seed004_tables")
-  assert len(cmds) == len(seed004_tables.runs())
-  assert cmds[5] == "python -m experiments.runner seed004_tables --index 5"
+  assert len(cmds) == len(runs)
+  cfg = seed004_tables.config("rv_sgdm", "b2048", 2)
+  assert (f"python -m experiments.runner seed004_tables --run rv_sgdm/b2048/seed2"
+          f"  # method=rv_sgdm lr=4.8 seed=2") in cmds
+  for cmd, cfg in zip(cmds, runs):  # each command's name selects its own run
+    name = cmd.split("--run ")[1].split()[0]
+    (selected,) = configs.select("seed004_tables", run=name)
+    assert selected.to_dict() == cfg.to_dict()
+    assert f"method={cfg.method} lr={cfg.learning_rate:g} seed={cfg.seed}" in cmd
+  # names do not depend on list positions: a protocol with a run removed keeps them
+  assert configs.run_id(runs[7]) == configs.run_id(seed004_tables.config(
+      runs[7].method, runs[7].column, runs[7].seed))
+
+
+def test_bad_run_selection_gives_a_clear_error(capsys):
+  for argv, message in (
+      (["quick", "--quick", "--index", "99"], "has 9 runs (indices 0..8); got index 99"),
+      (["quick", "--run", "nope/seed0"], "has no run 'nope/seed0'; its runs: adam/seed0"),
+      (["quick", "--run", "sgdm/seed0", "--config.learnig_rate=1"], "no config key"),
+  ):
+    with pytest.raises(SystemExit):
+      runner.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_config_overrides_parse_as_the_replaced_type():
+  cfg = configs.runs("quick")[0]
+  out = configs.apply_overrides(cfg, {
+      "epochs": "3", "learning_rate": "1", "augment": "true", "model_kwargs.width": "4",
+      "schedule.boundaries": "(2,)", "hparams": "{'b1': 0.5}", "data_dir": "/data"})
+  assert (out.epochs, out.learning_rate, out.augment) == (3, 1.0, True)
+  assert isinstance(out.learning_rate, float)
+  assert out.model_kwargs.width == 4 and tuple(out.schedule.boundaries) == (2,)
+  assert out.hparams.to_dict() == {"b1": 0.5} and out.data_dir == "/data"
+  assert cfg.epochs == 8  # the original is unchanged
+  with pytest.raises(AttributeError):
+    out.learnig_rate = 0.1  # still locked
+  with pytest.raises(ValueError, match="boolean"):
+    configs.apply_overrides(cfg, {"augment": "maybe"})
+  rest, overrides = runner._split_overrides(
+      ["quick", "--config.epochs=2", "--config.schedule.kind", "cosine", "--quick"])
+  assert rest == ["quick", "--quick"]
+  assert overrides == {"epochs": "2", "schedule.kind": "cosine"}
 
 
 def _write_summary(root, cfg, accuracy):
@@ -42,7 +85,12 @@ def test_aggregate_means_stds_and_paper_values(tmp_path):
   assert cells[1] == f"{values.mean():.2f} ± {np.std(values, ddof=1):.2f} (92.20) [n=3]"
   assert cells[2] == "— (91.50)"
   sgdm = next(line for line in lines if line.startswith("| SGD-M |"))
-  assert "90.00 ± 0.00 (92.00) [n=1]" in sgdm
+  assert "| 90.00 (92.00) [n=1] |" in sgdm  # one seed: no ± (and no std of one value)
+  # the quick variants train other models on digits: no paper values beside them
+  quick_cfg = seed004_tables.config("sgdm", "b2048", 0, quick=True)
+  _write_summary(tmp_path, quick_cfg, 0.5)
+  quick = runner.aggregate("seed004_tables", quick=True, root=str(tmp_path))
+  assert "| SGD-M | — | 50.00 [n=1] |" in quick and "(9" not in quick
 
 
 def test_every_protocol_aggregates_without_results(tmp_path):
@@ -88,14 +136,20 @@ def test_trajectory_cosine_closed_form(tmp_path):
   assert os.path.getsize(out) > 1000
 
 
-def test_main_runs_one_indexed_run_and_aggregates_it(tmp_path, capsys):
-  runner.main(["quick", "--quick", "--index", "6", "--root", str(tmp_path)])  # SGD-M, 2 epochs
-  cfg = configs.runs("quick", quick=True)[6]
+def test_main_runs_one_named_run_with_overrides_and_aggregates_it(tmp_path, capsys):
+  runner.main(["quick", "--quick", "--run", "sgdm/seed0", "--root", str(tmp_path),
+               "--config.epochs=1", "--config.model_kwargs.width", "4"])
+  (cfg,) = configs.select("quick", quick=True, run="sgdm/seed0")
   with open(tmp_path / cfg.workdir / "metrics.jsonl") as f:
-    summary = json.loads(f.read().splitlines()[-1])
+    records = [json.loads(line) for line in f]
+  summary = records[-1]
   assert summary["kind"] == "summary" and summary["method"] == "sgdm"
+  # the override took effect: one epoch of the quick variant's 2
+  from experiments import data
+  train_size = data.load_dataset("digits", validation_fraction=cfg.validation_fraction).num_train
+  assert summary["step"] == train_size // cfg.batch_size
   capsys.readouterr()
   runner.main(["quick", "--quick", "--aggregate", "--root", str(tmp_path)])
   table = capsys.readouterr().out
   row = next(line for line in table.splitlines() if line.startswith("| SGD-M |"))
-  assert f"{100 * summary['test_accuracy']:.2f} ± 0.00 [n=1]" in row
+  assert f"| {100 * summary['test_accuracy']:.2f} [n=1] |" in row

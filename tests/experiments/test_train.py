@@ -11,6 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
+import spherax
 from experiments import plots
 from experiments import train as train_lib
 
@@ -139,7 +140,7 @@ def test_logged_lr_and_predictions_follow_the_schedule(tmp_path, method):
     lr = 0.1 if r["step"] <= 5 else 0.01  # the lr of step t (0-based count t-1)
     np.testing.assert_allclose(r["lr"], lr, rtol=1e-6)
     assert set(r["angular_update"]) == {"conv/kernel"}
-    if method == "sgdm":  # REFERENCE §4/§5: sqrt(2ηλ/(1+α)); norm undefined
+    if method == "sgdm":  # Kosson et al. 2024, Table 1: sqrt(2ηλ/(1+α)); norm undefined
       np.testing.assert_allclose(
           r["predicted_angular_update"], np.sqrt(2 * lr * 1e-3 / 1.9), rtol=1e-6
       )
@@ -154,19 +155,26 @@ def test_logged_lr_and_predictions_follow_the_schedule(tmp_path, method):
 
 
 def _numpy_angles_and_norms(old, new):
+  """Mean over filters of the angle between old and new filter, and of the old norm."""
   old = np.asarray(old, np.float64).reshape(-1, old.shape[-1])
   new = np.asarray(new, np.float64).reshape(-1, new.shape[-1])
   cos = (old * new).sum(0) / np.linalg.norm(old, axis=0) / np.linalg.norm(new, axis=0)
-  return np.arccos(np.clip(cos, -1, 1)).mean(), np.linalg.norm(new, axis=0).mean()
+  return np.arccos(np.clip(cos, -1, 1)).mean(), np.linalg.norm(old, axis=0).mean()
+
+
+def _logged(state):
+  """The conv layer's (angular update, norm) as train() logs them."""
+  logs = spherax.diagnostics.summaries(state["opt_state"])
+  return logs["conv/kernel/angular_update/mean"], logs["conv/kernel/norm/mean"]
 
 
 def _step_setup(schedule, mesh):
   model = TinyNet()
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  tx = optax.sgd(schedule, momentum=0.9)
-  layouts, _ = train_lib.conv_layouts(params)
-  step = train_lib.make_train_step(graphdef, tx, schedule, layouts, mesh=mesh)
+  tx = spherax.diagnostics.track_dynamics(optax.sgd(schedule, momentum=0.9),
+                                          train_lib.CONV_GROUPS)
+  step = train_lib.make_train_step(graphdef, tx, schedule, mesh=mesh)
   state = {
       "params": params,
       "rest": rest,
@@ -185,15 +193,15 @@ def test_eight_devices_match_one_device_and_metrics_match_numpy():
     step, state = _step_setup(optax.constant_schedule(0.5), mesh)
     before = np.asarray(state["params"]["conv"]["kernel"])
     state, metrics = step(state, jax.device_put(batch))
-    results[n] = (before, jax.device_get(state), jax.device_get(metrics))
-  (_, s1, m1), (before, s8, m8) = results[1], results[8]
+    results[n] = (before, jax.device_get(state), jax.device_get(metrics), _logged(state))
+  (_, s1, m1, _), (before, s8, m8, logged) = results[1], results[8]
   assert abs(float(m1["loss"]) - float(m8["loss"])) <= 1e-5
   for x, y in zip(jax.tree.leaves(s1["params"]), jax.tree.leaves(s8["params"])):
     np.testing.assert_allclose(x, y, atol=1e-5)
   angle, norm = _numpy_angles_and_norms(before, s8["params"]["conv"]["kernel"])
   assert angle > 1e-3
-  np.testing.assert_allclose(m8["angular_update"][0], angle, rtol=1e-3)
-  np.testing.assert_allclose(m8["weight_norm"][0], norm, rtol=1e-5)
+  np.testing.assert_allclose(logged[0], angle, rtol=1e-3)
+  np.testing.assert_allclose(logged[1], norm, rtol=1e-5)
 
 
 def test_norm_rescale_divides_filters_by_fourth_root_of_the_drop(tmp_path):
@@ -206,8 +214,8 @@ def test_norm_rescale_divides_filters_by_fourth_root_of_the_drop(tmp_path):
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   tx, sched, _ = train_lib.build_optimizer(cfg, steps_per_epoch=1)
-  layouts, _ = train_lib.conv_layouts(params)
-  step = train_lib.make_train_step(graphdef, tx, sched, layouts, mesh=train_lib.make_mesh(1))
+  tx = spherax.diagnostics.track_dynamics(tx, train_lib.CONV_GROUPS)
+  step = train_lib.make_train_step(graphdef, tx, sched, mesh=train_lib.make_mesh(1))
   state = {"params": params, "rest": rest, "opt_state": tx.init(params),
            "step": jnp.zeros((), jnp.int32)}
   batch = next(TinyData(n=8).train_batches(8, epoch=0))
@@ -216,10 +224,10 @@ def test_norm_rescale_divides_filters_by_fourth_root_of_the_drop(tmp_path):
   state, metrics = step(state, batch)  # step 0; the next step's lr is 16x smaller
   np.testing.assert_allclose(state["params"]["conv"]["kernel"], kernel0 / 2, rtol=1e-5)
   np.testing.assert_allclose(state["params"]["head"]["kernel"], head0, rtol=1e-6)
-  _, norm = _numpy_angles_and_norms(kernel0, kernel0 / 2)
-  np.testing.assert_allclose(metrics["weight_norm"][0], norm, rtol=1e-5)
   state, _ = step(state, batch)  # no further drop: unchanged
   np.testing.assert_allclose(state["params"]["conv"]["kernel"], kernel0 / 2, rtol=1e-5)
+  _, norm = _numpy_angles_and_norms(kernel0 / 2, kernel0 / 2)  # logged: before step 1
+  np.testing.assert_allclose(_logged(state)[1], norm, rtol=1e-5)
 
 
 def test_batch_not_divisible_by_devices_is_rejected(tmp_path):
@@ -246,3 +254,19 @@ def test_evaluate_weights_by_mask_pads_to_devices_and_compiles_once():
   np.testing.assert_allclose(result["accuracy"], (logits.argmax(-1) == labels[:10]).mean())
   train_lib.evaluate(eval_step, params, rest, batches, mesh)
   assert eval_step._cache_size() == 1
+
+
+def test_resume_drops_a_partial_last_log_line_and_rewrites_atomically(tmp_path, monkeypatch):
+  log = tmp_path / "metrics.jsonl"
+  records = [{"kind": "train", "step": s, "loss": 1.0 / s} for s in (1, 2, 3)]
+  log.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"kind": "train", "st')
+  replaced = []
+  real_replace = os.replace
+  monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append((a, b)), real_replace(a, b)))
+  train_lib._trim_log(str(log), step=2)
+  assert _records(tmp_path) == records[:2]
+  assert replaced == [(str(log) + ".tmp", str(log))] and not os.path.exists(str(log) + ".tmp")
+  # a bad line that is not the last one is corruption, not an interrupted write
+  log.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+  with pytest.raises(json.JSONDecodeError):
+    train_lib._trim_log(str(log), step=2)
