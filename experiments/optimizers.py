@@ -42,6 +42,7 @@ import spherax
 from spherax.theory import equilibrium
 
 __all__ = [
+    "L2_ARGUMENT",
     "METHODS",
     "Method",
     "build",
@@ -78,6 +79,24 @@ def _adagrad(learning_rate, eps=1e-10, initial_accumulator_value=0.0):
   )
 
 
+# The keyword under which spherax's coupled-L2 optimizers (adams, adamsrt, sgdmrt,
+# rv_adam_l2) take the L2 coefficient. The experiments always call it
+# ``weight_decay`` (the reference codes' name); spherax renames it to
+# ``l2_regularization``, a change of this one constant.
+L2_ARGUMENT = "weight_decay"
+
+
+def _coupled_l2(factory, **fixed):
+  """``factory`` with the experiments' ``weight_decay`` (coupled L2) passed on as
+  spherax's :data:`L2_ARGUMENT`."""
+
+  @functools.wraps(factory)
+  def build_with_l2(learning_rate, *args, weight_decay=0.0, **kwargs):
+    return factory(learning_rate, *args, **{L2_ARGUMENT: weight_decay}, **fixed, **kwargs)
+
+  return build_with_l2
+
+
 def conv_filter_labels(params: Any) -> Any:
   """``'sphere'`` for conv kernels (4-d leaves, grouped per filter), else ``'adam'``."""
   return jax.tree.map(lambda x: "sphere" if len(x.shape) == 4 else "adam", params)
@@ -102,7 +121,19 @@ def _adamw_eq(lr, *, b1=0.9, weight_decay=0.0, **_):
   return equilibrium.angular_update_adamw(lr, weight_decay, b1)
 
 
-def _lion_eq(lr, *, b1=0.9, b2=0.99, weight_decay=0.0, **_):
+# Lion's β2 = 0.999 throughout Kosson et al. 2024 (App. O); optax's default is 0.99
+_LION_B2 = 0.999
+
+
+def _lion(learning_rate, b1=0.9, b2=_LION_B2, **kwargs):
+  return optax.lion(learning_rate, b1, b2, **kwargs)
+
+
+def _rv_lion(learning_rate, b1=0.9, b2=_LION_B2, **kwargs):
+  return spherax.rv_lion(learning_rate, b1, b2, **kwargs)
+
+
+def _lion_eq(lr, *, b1=0.9, b2=_LION_B2, weight_decay=0.0, **_):
   return equilibrium.angular_update_lion(lr, weight_decay, b1, b2)
 
 
@@ -110,7 +141,7 @@ def _adamw_norm(lr, group_size, *, weight_decay=0.0, **_):
   return equilibrium.norm_adamw(lr, weight_decay, group_size)
 
 
-def _lion_norm(lr, group_size, *, b1=0.9, b2=0.99, weight_decay=0.0, **_):
+def _lion_norm(lr, group_size, *, b1=0.9, b2=_LION_B2, weight_decay=0.0, **_):
   return equilibrium.norm_lion(lr, weight_decay, group_size, b1, b2)
 
 
@@ -132,18 +163,18 @@ METHODS: dict[str, Method] = {
     "adam": Method(_adam, label="Adam"),
     "adamw": Method(optax.adamw, _adamw_eq, "AdamW", equilibrium_norm=_adamw_norm),
     "adagrad": Method(_adagrad, label="AdaGrad"),
-    "lion": Method(optax.lion, _lion_eq, "Lion", equilibrium_norm=_lion_norm),
+    "lion": Method(_lion, _lion_eq, "Lion", equilibrium_norm=_lion_norm),
     "lars": Method(optax.lars, label="LARS"),
     "lamb": Method(optax.lamb, label="LAMB"),
     # seed 001 variants
-    "adams": Method(spherax.adams, takes_groups=True, label="AdamS"),
+    "adams": Method(_coupled_l2(spherax.adams), takes_groups=True, label="AdamS"),
     "adam_wo_ab": Method(
-        functools.partial(spherax.adamsrt, transport="reference", rescale=False),
+        _coupled_l2(spherax.adamsrt, transport="reference", rescale=False),
         label="Adam w/o (ab)",
         takes_groups=True,
     ),
-    "adamsrt": Method(spherax.adamsrt, takes_groups=True, label="AdamSRT"),
-    "sgdmrt": Method(spherax.sgdmrt, takes_groups=True, label="SGDMRT"),
+    "adamsrt": Method(_coupled_l2(spherax.adamsrt), takes_groups=True, label="AdamSRT"),
+    "sgdmrt": Method(_coupled_l2(spherax.sgdmrt), takes_groups=True, label="SGDMRT"),
     "adamg": Method(spherax.adamg, takes_groups=True, label="AdamG"),
     "sgdg": Method(spherax.sgdg, takes_groups=True, label="SGDG"),
     "adagradg": Method(spherax.adagradg, takes_groups=True, label="AdaGradG"),
@@ -154,8 +185,8 @@ METHODS: dict[str, Method] = {
     # seed 004 rotational variants
     "rv_adamw": Method(spherax.rv_adamw, _adamw_eq, "RV-AdamW", takes_groups=True),
     "rv_sgdm": Method(spherax.rv_sgdm, _sgdm_eq, "RV-SGDM", takes_groups=True),
-    "rv_lion": Method(spherax.rv_lion, _lion_eq, "RV-Lion", takes_groups=True),
-    "rv_adam_l2": Method(spherax.rv_adam_l2, _adamw_eq, "Wrapped Adam+L2", takes_groups=True),
+    "rv_lion": Method(_rv_lion, _lion_eq, "RV-Lion", takes_groups=True),
+    "rv_adam_l2": Method(_coupled_l2(spherax.rv_adam_l2), _adamw_eq, "Wrapped Adam+L2", takes_groups=True),
 }
 METHODS["adamw_dagger"] = Method(
     _dagger("adamw"), _adamw_eq, "AdamW†", equilibrium_norm=_adamw_norm
