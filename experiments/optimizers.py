@@ -113,6 +113,20 @@ def _dagger(inner_name: str) -> Callable[..., optax.GradientTransformation]:
   return factory
 
 
+def _filters_then_sgd(inner_name: str) -> Callable[..., optax.GradientTransformation]:
+  """``inner`` on the conv filters, SGD (``sgd_learning_rate``, coupled L2
+  ``sgd_weight_decay``) on every other parameter: the comparison of Roburin et
+  al. 2022, Fig. 2, gives the non-filter parameters the same SGD in all runs."""
+
+  def factory(learning_rate, *, sgd_learning_rate, sgd_weight_decay=0.0, **inner_kw):
+    inner = METHODS[inner_name].factory(learning_rate=learning_rate, **inner_kw)
+    # conv_filter_labels calls every non-filter parameter 'adam'; here it gets SGD
+    rest = _sgd(sgd_learning_rate, weight_decay=sgd_weight_decay)
+    return optax.partition({"sphere": inner, "adam": rest}, conv_filter_labels)
+
+  return factory
+
+
 def _sgdm_eq(lr, *, momentum=0.9, weight_decay=0.0, **_):
   return equilibrium.angular_update_sgdm(lr, weight_decay, momentum)
 
@@ -192,6 +206,9 @@ METHODS["adamw_dagger"] = Method(
     _dagger("adamw"), _adamw_eq, "AdamW†", equilibrium_norm=_adamw_norm
 )
 METHODS["adamg_dagger"] = Method(_dagger("adamg"), label="AdamG†", takes_groups=True)
+METHODS["adagradg_sgd"] = Method(_filters_then_sgd("adagradg"), label="AdaGradG (SGD elsewhere)",
+                                 takes_groups=True)
+METHODS["adagrad_sgd"] = Method(_filters_then_sgd("adagrad"), label="AdaGrad (SGD elsewhere)")
 
 
 def _method(name: str) -> Method:
