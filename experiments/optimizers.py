@@ -3,7 +3,7 @@
 Every method of the reproduced tables is one entry of :data:`METHODS`, built with
 ``build(name, learning_rate=..., **hyperparameters)``.
 
-Conventions (REFERENCE §3, §5, §7):
+Conventions (the papers' reference codes):
 
 * ``weight_decay`` of SGD-M and Adam is the *coupled* L2 of the reference code
   (``g ← g + λx`` before the moments); of AdamW and Lion it is decoupled
@@ -14,8 +14,12 @@ Conventions (REFERENCE §3, §5, §7):
   elsewhere, through ``optax.partition``.
 
 :func:`predicted_angular_update` and :func:`predicted_weight_norm` give the
-equilibrium angular update per step and group norm of REFERENCE §5 (seed 004
-Table 1; seed 002 Theorem 3), computed by ``spherax.theory.equilibrium`` from the
+equilibrium angular update per step and group norm of Kosson, Messmer, Jaggi,
+*Rotational Equilibrium: How Weight Decay Balances Learning Across Neural Networks*,
+ICML 2024, arXiv:2305.17212,
+Table 1 (and Wan et al., *Spherical Motion Dynamics: Learning Dynamics of Neural
+Network with Normalization, Weight Decay, and SGD*, ICLR 2021 submission, Theorem 3),
+computed by ``spherax.theory.equilibrium`` from the
 *scheduled* learning rate, for the methods where they are defined.
 
 Example:
@@ -62,7 +66,9 @@ def _sgdm(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
 
 
 def _sgd(learning_rate, weight_decay=0.0):
-  """Plain SGD with coupled L2 (seed 000 Fig. 2)."""
+  """Plain SGD with coupled L2 (Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry,
+  *Spherical Perspective on Learning with Normalization Layers*, Neurocomputing 2022,
+  arXiv:2006.13382, Fig. 2)."""
   return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate))
 
 
@@ -180,7 +186,7 @@ METHODS: dict[str, Method] = {
     "lion": Method(_lion, _lion_eq, "Lion", equilibrium_norm=_lion_norm),
     "lars": Method(optax.lars, label="LARS"),
     "lamb": Method(optax.lamb, label="LAMB"),
-    # seed 001 variants
+    # the variants of Roburin et al., ICLR 2021 submission (Table 2)
     "adams": Method(_coupled_l2(spherax.adams), takes_groups=True, label="AdamS"),
     "adam_wo_ab": Method(
         _coupled_l2(spherax.adamsrt, transport="reference", rescale=False),
@@ -196,11 +202,13 @@ METHODS: dict[str, Method] = {
     "adamp": Method(spherax.adamp, takes_groups=True, label="AdamP"),
     "sgdp": Method(spherax.sgdp, takes_groups=True, label="SGDP"),
     "nero": Method(spherax.nero, takes_groups=True, label="Nero"),
-    # seed 004 rotational variants
+    # the rotational variants of Kosson et al. 2024 (§4)
     "rv_adamw": Method(spherax.rv_adamw, _adamw_eq, "RV-AdamW", takes_groups=True),
     "rv_sgdm": Method(spherax.rv_sgdm, _sgdm_eq, "RV-SGDM", takes_groups=True),
     "rv_lion": Method(_rv_lion, _lion_eq, "RV-Lion", takes_groups=True),
-    "rv_adam_l2": Method(_coupled_l2(spherax.rv_adam_l2), _adamw_eq, "Wrapped Adam+L2", takes_groups=True),
+    "rv_adam_l2": Method(
+        _coupled_l2(spherax.rv_adam_l2), _adamw_eq, "Wrapped Adam+L2", takes_groups=True
+    ),
 }
 METHODS["adamw_dagger"] = Method(
     _dagger("adamw"), _adamw_eq, "AdamW†", equilibrium_norm=_adamw_norm
@@ -234,7 +242,7 @@ def build(
 
 
 def predicted_angular_update(name: str, learning_rate, **hyperparameters):
-  """Equilibrium angular update per step (radians) of REFERENCE §5, or ``None``.
+  """Equilibrium angular update per step (radians) of Kosson et al. 2024, Table 1, or ``None``.
 
   SGD-M (and RV-SGDM): ``sqrt(2ηλ/(1+α))``; AdamW (and RV-AdamW, wrapped Adam+L2):
   ``sqrt(2ηλ(1−β1)/(1+β1))``; Lion (and RV-Lion):
@@ -248,7 +256,7 @@ def predicted_angular_update(name: str, learning_rate, **hyperparameters):
 
 
 def predicted_weight_norm(name: str, learning_rate, group_size: int, **hyperparameters):
-  """Equilibrium group norm of REFERENCE §5 (AdamW ``sqrt(ηC/(2λ))``, Lion
+  """Equilibrium group norm of Kosson et al. 2024, Table 1 (AdamW ``sqrt(ηC/(2λ))``, Lion
   ``sqrt(ηC/(πλ))·(...)^{-1/2}``) for a group of ``C = group_size`` elements, or
   ``None`` (SGD-M's depends on the gradient norm; RV norms are frozen at init)."""
   method = _method(name)
@@ -273,9 +281,10 @@ def schedule(
 
   * ``'constant'``: ``η``;
   * ``'multistep'``: ``η · factor^k`` after the ``k``-th epoch boundary
-    (seed 001: ×0.1 at 135/225/315 of 405 epochs);
+    (Roburin et al., *A spherical analysis of Adam with Batch Normalization*, ICLR
+    2021 submission (OpenReview): ×0.1 at 135/225/315 of 405 epochs);
   * ``'cosine'``: linear warm-up from ``init_value`` over ``warmup_epochs``, then
-    cosine decay per step to ``end_value`` (seed 004: 5 epochs from 1e-6, 1e-5).
+    cosine decay per step to ``end_value`` (Kosson et al. 2024, App. O: 5 epochs from 1e-6, 1e-5).
   """
   if kind == "constant":
     return optax.constant_schedule(learning_rate)

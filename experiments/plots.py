@@ -3,9 +3,11 @@
 :func:`compare` overlays several runs (one colour per run) in four panels: the
 training loss (nats, cross-entropy) and the validation accuracy (%) against the
 step, the angular update per step (radians, mean over the conv layers; dashed:
-the predicted equilibrium ``η̂_r`` of REFERENCE §5 where defined) and the mean
+the predicted equilibrium ``η̂_r`` of Kosson, Messmer, Jaggi, *Rotational Equilibrium:
+How Weight Decay Balances Learning Across Neural Networks*, ICML 2024,
+arXiv:2305.17212, Table 1, where defined) and the mean
 conv filter norm ``||x||`` (the scale-invariant groups). :func:`layers` draws one
-run's per-layer angular updates and norms (seed 004 Fig. 4).
+run's per-layer angular updates and norms (Kosson et al. 2024, Fig. 4).
 
 Example:
 
@@ -114,7 +116,9 @@ def _snapshots(workdir: str) -> dict[int, str]:
 def trajectory_cosine(workdir_a: str, workdir_b: str) -> tuple[np.ndarray, np.ndarray]:
   """Steps and mean cosine similarity ``<x_a, x_b>/(||x_a|| ||x_b||)`` over all conv
   filters (per output unit, last axis) of two runs' snapshots at common steps
-  (seed 000 Fig. 2: SGD vs AdaGradG stays ≈ 1, SGD vs AdaGrad drifts)."""
+  (Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on
+  Learning with Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382, Fig. 2:
+  SGD vs AdaGradG stays ≈ 1, SGD vs AdaGrad drifts)."""
   a, b = _snapshots(workdir_a), _snapshots(workdir_b)
   steps = sorted(set(a) & set(b))
   out = []

@@ -121,4 +121,6 @@ def config(method: str, *, seed: int = SEED, workdir: str = "runs/quick-train",
 
 def runs(quick: bool = False) -> list:
   """The nine train-loop runs (``quick``: about 40 steps each)."""
-  return [config(m, steps=40 if quick else STEPS) for m in METHODS]
+  if quick:
+    return [config(m, steps=40, workdir="runs/quick-train-short") for m in METHODS]
+  return [config(m) for m in METHODS]

@@ -1,12 +1,15 @@
-"""Image classification datasets for the experiments (REFERENCE §7), NumPy batches.
+"""Image classification datasets for the experiments, NumPy batches.
 
 :func:`load_dataset` returns a :class:`Dataset` for ``"digits"`` (scikit-learn,
 offline), ``"mnist1d"`` (generated offline by the ``mnist1d`` package; kwargs
-``num_samples``, ``generator_seed``, see :mod:`experiments.data.mnist1d`), ``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"`` and ``"imagenet2012"``
+``num_samples``, ``generator_seed``, see :mod:`experiments.data.mnist1d`),
+``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"`` and ``"imagenet2012"``
 (TFDS array_record data prepared beforehand; see
 :mod:`experiments.data.tfds_pipeline`).
 
-Protocol (seed 001 released code): a held-out validation split of
+Protocol (the released code of Roburin et al., *A spherical analysis of Adam with
+Batch Normalization*, ICLR 2021 submission (OpenReview)): a held-out validation split
+of
 ``validation_fraction`` of the training set (default 5%), drawn with ``seed`` and
 disjoint from the examples :meth:`Dataset.train_batches` yields; per-dataset
 per-channel mean/std normalization; CIFAR training augmentation = pad-4 random

@@ -1,9 +1,10 @@
-"""Flax NNX models for the experiments of REFERENCE §7, built by :func:`create_model`.
+"""Flax NNX models for the experiments, built by :func:`create_model`.
 
 Names: ``"resnet{6n+2}"`` (CIFAR ResNet-20 family: ``"resnet8"``, ``"resnet20"``,
 ``"resnet32"``, ``"resnet56"``, …; ``width`` kwarg, default 16), ``"resnet18"``
 (CIFAR ResNet-18), ``"resnet1d"`` (BN 1-D ResNet for MNIST-1D on ``(B, L, 1, C)``
-signals; ``width`` and ``blocks`` kwargs), ``"vgg13"``, ``"vgg16"`` (CIFAR VGG), ``"resnet50"`` (always
+signals; ``width`` and ``blocks`` kwargs), ``"vgg13"``, ``"vgg16"`` (CIFAR VGG),
+``"resnet50"`` (always
 the ImageNet bottleneck ResNet-50), ``"deit_tiny"`` (ViT; ``image_size`` and
 ``patch_size`` kwargs).
 
