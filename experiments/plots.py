@@ -222,6 +222,9 @@ def claims(runs: dict, lines: list[dict], workdir: str) -> list[str]:
     plain = runs["drop"]
     start = int(np.argmax(plain.lr < plain.lr[0]))
     ax.axvline(start, color="gray", lw=0.8)
+    ax.axvline(start + plain.extra["bound"], color="k", ls=":",
+               label="drop + Corollary 3.1 bound (steps)")
+    ax.legend(fontsize=8)
     ax.set_yscale("log")
     paths.append(_save(fig, os.path.join(workdir, "claim_e.png")))
   if "f" in verdict:

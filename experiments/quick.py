@@ -258,8 +258,11 @@ def _drop_runs(setup, drop_at: int, drop_steps: int) -> tuple[Run, Run]:
                         batches=batches, label="SGD-M lr drop (plain | rescaled)")
   lrs = np.asarray(sched(jnp.arange(steps)), np.float64)
   pred = _predicted("sgdm", lrs, hp)
+  bound = float(smd.steps_to_reequilibrate(cfg.DROP_FACTOR, lr / cfg.DROP_FACTOR,
+                                           hp["weight_decay"], hp["momentum"]))
   return tuple(
-      Run(name, o[0], o[1], o[2], lrs, pred, _evaluate(eval_graphdef, f[0], f[1], test))
+      Run(name, o[0], o[1], o[2], lrs, pred, _evaluate(eval_graphdef, f[0], f[1], test),
+          {"bound": bound, "drop_at": drop_at})
       for name, o, f in zip(("SGD-M, lr drop", "SGD-M, lr drop + rescale"), outs, finals))
 
 
