@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import quick
+from experiments import plots, quick
 from experiments.configs import quick as cfg
 
 
@@ -40,7 +40,7 @@ def _by_claim(lines):
 
 
 @pytest.mark.parametrize("good", [True, False])
-def test_verdicts_follow_the_numbers(good):
+def test_verdicts_follow_the_numbers(good, tmp_path):
   flat = lambda level: (lambda f: level)
   approach = lambda early, late: (lambda f: early if f < 0.1 else late)
   runs = {
@@ -61,6 +61,7 @@ def test_verdicts_follow_the_numbers(good):
   resc = _run("rescaled", (lambda f: 1.0) if good else (lambda f: 1.0 if f < 0.25 or f >= 0.5 else 0.3),
               steps=400)
   resc.lr[100:] = 0.01
+  drop.extra["bound"] = resc.extra["bound"] = 115.0  # drawn in the (e) figure only
   runs["drop"], runs["drop_rescaled"] = drop, resc
   sgd = _run("SGD", flat(1.0))
   sgd.extra["min_cosine"] = np.full(200, 1 - (1e-6 if good else 1e-3))
@@ -71,6 +72,8 @@ def test_verdicts_follow_the_numbers(good):
     for ln in group:
       assert ln["verdict"] == ("holds" if ln["holds"] else "does not hold")
       assert ln["holds"] == good, (claim, ln)  # each bad case crosses one threshold
+  paths = plots.claims(runs, quick.claim_lines(runs), str(tmp_path))
+  assert [os.path.basename(p) for p in paths] == [f"claim_{c}.png" for c in "abcdef"]
   bound = np.log(10) * 0.1 / (4 * 5e-2 * 0.01)
   assert f"bound {bound:.0f}" in lines["e"][0]["measured"]
   # the phases are means of measured/predicted from step 2 on (10% and 25% windows)
