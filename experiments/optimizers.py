@@ -3,7 +3,7 @@
 Every method of the reproduced tables is one entry of :data:`METHODS`, built with
 ``build(name, learning_rate=..., **hyperparameters)``.
 
-Conventions (REFERENCE §3, §5, §7):
+Conventions (the papers' reference codes):
 
 * ``weight_decay`` of SGD-M and Adam is the *coupled* L2 of the reference code
   (``g ← g + λx`` before the moments); of AdamW and Lion it is decoupled
@@ -14,8 +14,12 @@ Conventions (REFERENCE §3, §5, §7):
   elsewhere, through ``optax.partition``.
 
 :func:`predicted_angular_update` and :func:`predicted_weight_norm` give the
-equilibrium angular update per step and group norm of REFERENCE §5 (seed 004
-Table 1; seed 002 Theorem 3), computed by ``spherax.theory.equilibrium`` from the
+equilibrium angular update per step and group norm of Kosson, Messmer, Jaggi,
+*Rotational Equilibrium: How Weight Decay Balances Learning Across Neural Networks*,
+ICML 2024, arXiv:2305.17212,
+Table 1 (and Wan et al., *Spherical Motion Dynamics: Learning Dynamics of Neural
+Network with Normalization, Weight Decay, and SGD*, ICLR 2021 submission, Theorem 3),
+computed by ``spherax.theory.equilibrium`` from the
 *scheduled* learning rate, for the methods where they are defined.
 
 Example:
@@ -42,6 +46,7 @@ import spherax
 from spherax.theory import equilibrium
 
 __all__ = [
+    "L2_ARGUMENT",
     "METHODS",
     "Method",
     "build",
@@ -61,7 +66,9 @@ def _sgdm(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
 
 
 def _sgd(learning_rate, weight_decay=0.0):
-  """Plain SGD with coupled L2 (seed 000 Fig. 2)."""
+  """Plain SGD with coupled L2 (Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry,
+  *Spherical Perspective on Learning with Normalization Layers*, Neurocomputing 2022,
+  arXiv:2006.13382, Fig. 2)."""
   return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate))
 
 
@@ -76,6 +83,24 @@ def _adagrad(learning_rate, eps=1e-10, initial_accumulator_value=0.0):
   return optax.adagrad(
       learning_rate, initial_accumulator_value=initial_accumulator_value, eps=eps
   )
+
+
+# The keyword under which spherax's coupled-L2 optimizers (adams, adamsrt, sgdmrt,
+# rv_adam_l2) take the L2 coefficient. The experiments always call it
+# ``weight_decay`` (the reference codes' name); spherax renames it to
+# ``l2_regularization``, a change of this one constant.
+L2_ARGUMENT = "weight_decay"
+
+
+def _coupled_l2(factory, **fixed):
+  """``factory`` with the experiments' ``weight_decay`` (coupled L2) passed on as
+  spherax's :data:`L2_ARGUMENT`."""
+
+  @functools.wraps(factory)
+  def build_with_l2(learning_rate, *args, weight_decay=0.0, **kwargs):
+    return factory(learning_rate, *args, **{L2_ARGUMENT: weight_decay}, **fixed, **kwargs)
+
+  return build_with_l2
 
 
 def conv_filter_labels(params: Any) -> Any:
@@ -94,6 +119,20 @@ def _dagger(inner_name: str) -> Callable[..., optax.GradientTransformation]:
   return factory
 
 
+def _filters_then_sgd(inner_name: str) -> Callable[..., optax.GradientTransformation]:
+  """``inner`` on the conv filters, SGD (``sgd_learning_rate``, coupled L2
+  ``sgd_weight_decay``) on every other parameter: the comparison of Roburin et
+  al. 2022, Fig. 2, gives the non-filter parameters the same SGD in all runs."""
+
+  def factory(learning_rate, *, sgd_learning_rate, sgd_weight_decay=0.0, **inner_kw):
+    inner = METHODS[inner_name].factory(learning_rate=learning_rate, **inner_kw)
+    # conv_filter_labels calls every non-filter parameter 'adam'; here it gets SGD
+    rest = _sgd(sgd_learning_rate, weight_decay=sgd_weight_decay)
+    return optax.partition({"sphere": inner, "adam": rest}, conv_filter_labels)
+
+  return factory
+
+
 def _sgdm_eq(lr, *, momentum=0.9, weight_decay=0.0, **_):
   return equilibrium.angular_update_sgdm(lr, weight_decay, momentum)
 
@@ -102,7 +141,19 @@ def _adamw_eq(lr, *, b1=0.9, weight_decay=0.0, **_):
   return equilibrium.angular_update_adamw(lr, weight_decay, b1)
 
 
-def _lion_eq(lr, *, b1=0.9, b2=0.99, weight_decay=0.0, **_):
+# Lion's β2 = 0.999 throughout Kosson et al. 2024 (App. O); optax's default is 0.99
+_LION_B2 = 0.999
+
+
+def _lion(learning_rate, b1=0.9, b2=_LION_B2, **kwargs):
+  return optax.lion(learning_rate, b1, b2, **kwargs)
+
+
+def _rv_lion(learning_rate, b1=0.9, b2=_LION_B2, **kwargs):
+  return spherax.rv_lion(learning_rate, b1, b2, **kwargs)
+
+
+def _lion_eq(lr, *, b1=0.9, b2=_LION_B2, weight_decay=0.0, **_):
   return equilibrium.angular_update_lion(lr, weight_decay, b1, b2)
 
 
@@ -110,7 +161,7 @@ def _adamw_norm(lr, group_size, *, weight_decay=0.0, **_):
   return equilibrium.norm_adamw(lr, weight_decay, group_size)
 
 
-def _lion_norm(lr, group_size, *, b1=0.9, b2=0.99, weight_decay=0.0, **_):
+def _lion_norm(lr, group_size, *, b1=0.9, b2=_LION_B2, weight_decay=0.0, **_):
   return equilibrium.norm_lion(lr, weight_decay, group_size, b1, b2)
 
 
@@ -132,18 +183,18 @@ METHODS: dict[str, Method] = {
     "adam": Method(_adam, label="Adam"),
     "adamw": Method(optax.adamw, _adamw_eq, "AdamW", equilibrium_norm=_adamw_norm),
     "adagrad": Method(_adagrad, label="AdaGrad"),
-    "lion": Method(optax.lion, _lion_eq, "Lion", equilibrium_norm=_lion_norm),
+    "lion": Method(_lion, _lion_eq, "Lion", equilibrium_norm=_lion_norm),
     "lars": Method(optax.lars, label="LARS"),
     "lamb": Method(optax.lamb, label="LAMB"),
-    # seed 001 variants
-    "adams": Method(spherax.adams, takes_groups=True, label="AdamS"),
+    # the variants of Roburin et al., ICLR 2021 submission (Table 2)
+    "adams": Method(_coupled_l2(spherax.adams), takes_groups=True, label="AdamS"),
     "adam_wo_ab": Method(
-        functools.partial(spherax.adamsrt, transport="reference", rescale=False),
+        _coupled_l2(spherax.adamsrt, transport="reference", rescale=False),
         label="Adam w/o (ab)",
         takes_groups=True,
     ),
-    "adamsrt": Method(spherax.adamsrt, takes_groups=True, label="AdamSRT"),
-    "sgdmrt": Method(spherax.sgdmrt, takes_groups=True, label="SGDMRT"),
+    "adamsrt": Method(_coupled_l2(spherax.adamsrt), takes_groups=True, label="AdamSRT"),
+    "sgdmrt": Method(_coupled_l2(spherax.sgdmrt), takes_groups=True, label="SGDMRT"),
     "adamg": Method(spherax.adamg, takes_groups=True, label="AdamG"),
     "sgdg": Method(spherax.sgdg, takes_groups=True, label="SGDG"),
     "adagradg": Method(spherax.adagradg, takes_groups=True, label="AdaGradG"),
@@ -151,16 +202,21 @@ METHODS: dict[str, Method] = {
     "adamp": Method(spherax.adamp, takes_groups=True, label="AdamP"),
     "sgdp": Method(spherax.sgdp, takes_groups=True, label="SGDP"),
     "nero": Method(spherax.nero, takes_groups=True, label="Nero"),
-    # seed 004 rotational variants
+    # the rotational variants of Kosson et al. 2024 (§4)
     "rv_adamw": Method(spherax.rv_adamw, _adamw_eq, "RV-AdamW", takes_groups=True),
     "rv_sgdm": Method(spherax.rv_sgdm, _sgdm_eq, "RV-SGDM", takes_groups=True),
-    "rv_lion": Method(spherax.rv_lion, _lion_eq, "RV-Lion", takes_groups=True),
-    "rv_adam_l2": Method(spherax.rv_adam_l2, _adamw_eq, "Wrapped Adam+L2", takes_groups=True),
+    "rv_lion": Method(_rv_lion, _lion_eq, "RV-Lion", takes_groups=True),
+    "rv_adam_l2": Method(
+        _coupled_l2(spherax.rv_adam_l2), _adamw_eq, "Wrapped Adam+L2", takes_groups=True
+    ),
 }
 METHODS["adamw_dagger"] = Method(
     _dagger("adamw"), _adamw_eq, "AdamW†", equilibrium_norm=_adamw_norm
 )
 METHODS["adamg_dagger"] = Method(_dagger("adamg"), label="AdamG†", takes_groups=True)
+METHODS["adagradg_sgd"] = Method(_filters_then_sgd("adagradg"), label="AdaGradG (SGD elsewhere)",
+                                 takes_groups=True)
+METHODS["adagrad_sgd"] = Method(_filters_then_sgd("adagrad"), label="AdaGrad (SGD elsewhere)")
 
 
 def _method(name: str) -> Method:
@@ -186,7 +242,7 @@ def build(
 
 
 def predicted_angular_update(name: str, learning_rate, **hyperparameters):
-  """Equilibrium angular update per step (radians) of REFERENCE §5, or ``None``.
+  """Equilibrium angular update per step (radians) of Kosson et al. 2024, Table 1, or ``None``.
 
   SGD-M (and RV-SGDM): ``sqrt(2ηλ/(1+α))``; AdamW (and RV-AdamW, wrapped Adam+L2):
   ``sqrt(2ηλ(1−β1)/(1+β1))``; Lion (and RV-Lion):
@@ -200,7 +256,7 @@ def predicted_angular_update(name: str, learning_rate, **hyperparameters):
 
 
 def predicted_weight_norm(name: str, learning_rate, group_size: int, **hyperparameters):
-  """Equilibrium group norm of REFERENCE §5 (AdamW ``sqrt(ηC/(2λ))``, Lion
+  """Equilibrium group norm of Kosson et al. 2024, Table 1 (AdamW ``sqrt(ηC/(2λ))``, Lion
   ``sqrt(ηC/(πλ))·(...)^{-1/2}``) for a group of ``C = group_size`` elements, or
   ``None`` (SGD-M's depends on the gradient norm; RV norms are frozen at init)."""
   method = _method(name)
@@ -225,9 +281,10 @@ def schedule(
 
   * ``'constant'``: ``η``;
   * ``'multistep'``: ``η · factor^k`` after the ``k``-th epoch boundary
-    (seed 001: ×0.1 at 135/225/315 of 405 epochs);
+    (Roburin et al., *A spherical analysis of Adam with Batch Normalization*, ICLR
+    2021 submission (OpenReview): ×0.1 at 135/225/315 of 405 epochs);
   * ``'cosine'``: linear warm-up from ``init_value`` over ``warmup_epochs``, then
-    cosine decay per step to ``end_value`` (seed 004: 5 epochs from 1e-6, 1e-5).
+    cosine decay per step to ``end_value`` (Kosson et al. 2024, App. O: 5 epochs from 1e-6, 1e-5).
   """
   if kind == "constant":
     return optax.constant_schedule(learning_rate)

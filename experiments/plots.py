@@ -3,9 +3,11 @@
 :func:`compare` overlays several runs (one colour per run) in four panels: the
 training loss (nats, cross-entropy) and the validation accuracy (%) against the
 step, the angular update per step (radians, mean over the conv layers; dashed:
-the predicted equilibrium ``η̂_r`` of REFERENCE §5 where defined) and the mean
+the predicted equilibrium ``η̂_r`` of Kosson, Messmer, Jaggi, *Rotational Equilibrium:
+How Weight Decay Balances Learning Across Neural Networks*, ICML 2024,
+arXiv:2305.17212, Table 1, where defined) and the mean
 conv filter norm ``||x||`` (the scale-invariant groups). :func:`layers` draws one
-run's per-layer angular updates and norms (seed 004 Fig. 4).
+run's per-layer angular updates and norms (Kosson et al. 2024, Fig. 4).
 
 Example:
 
@@ -32,7 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["compare", "layers", "read", "trajectories", "trajectory_cosine"]
+__all__ = ["claims", "compare", "layers", "read", "trajectories", "trajectory_cosine"]
 
 
 def read(path: str) -> list[dict]:
@@ -114,7 +116,9 @@ def _snapshots(workdir: str) -> dict[int, str]:
 def trajectory_cosine(workdir_a: str, workdir_b: str) -> tuple[np.ndarray, np.ndarray]:
   """Steps and mean cosine similarity ``<x_a, x_b>/(||x_a|| ||x_b||)`` over all conv
   filters (per output unit, last axis) of two runs' snapshots at common steps
-  (seed 000 Fig. 2: SGD vs AdaGradG stays ≈ 1, SGD vs AdaGrad drifts)."""
+  (Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on
+  Learning with Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382, Fig. 2:
+  SGD vs AdaGradG stays ≈ 1, SGD vs AdaGrad drifts)."""
   a, b = _snapshots(workdir_a), _snapshots(workdir_b)
   steps = sorted(set(a) & set(b))
   out = []
@@ -143,3 +147,94 @@ def trajectories(reference: str, others: dict[str, str], out_path: str) -> str:
   fig.savefig(out_path, dpi=120)
   plt.close(fig)
   return out_path
+
+
+# ---------------------------------------------------------------- quick claims
+
+_DPI = 120
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout()
+  fig.savefig(path, dpi=_DPI)
+  plt.close(fig)
+  return path
+
+
+def _angle_panel(ax, runs, names, title):
+  for i, name in enumerate(names):
+    r = runs[name]
+    steps = np.arange(1, len(r.loss) + 1)
+    ax.plot(steps, r.angle.mean(axis=1), color=f"C{i}", lw=1, label=f"{r.label} measured")
+    if r.predicted is not None:
+      ax.plot(steps, r.predicted, color=f"C{i}", ls="--", lw=1.5,
+              label=f"{r.label} predicted η̂_r")
+  ax.set_xlabel("step")
+  ax.set_ylabel("angular update (rad/step), mean over conv layers")
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+
+
+def claims(runs: dict, lines: list[dict], workdir: str) -> list[str]:
+  """One figure per claim of :mod:`experiments.quick` (``runs``: its ``Run``
+  records, ``lines``: its claim lines); returns the paths written."""
+  verdict = {}
+  for ln in lines:
+    verdict.setdefault(ln["claim"], []).append(ln["verdict"])
+  title = lambda c, text: f"({c}) {text}: {' / '.join(verdict[c])}"
+  paths = []
+  if "a" in verdict:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    _angle_panel(ax, runs, ("rv_adamw", "rv_sgdm"), title("a", "RV at η̂_r from the start"))
+    paths.append(_save(fig, os.path.join(workdir, "claim_a.png")))
+  if "b" in verdict:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    _angle_panel(ax, runs, ("adamw_dagger", "sgdm"), title("b", "transient, then η̂_r"))
+    paths.append(_save(fig, os.path.join(workdir, "claim_b.png")))
+  if "c" in verdict:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    adam, adamw = runs["adam"], runs["adamw_dagger"]
+    late = lambda r: r.angle[-max(1, len(r.angle) // 4):].mean(axis=0)
+    layers = np.arange(adam.angle.shape[1])
+    ax.bar(layers - 0.2, late(adam), width=0.4, color="C1", label="Adam+L2")
+    ax.bar(layers + 0.2, late(adamw), width=0.4, color="C0", label="AdamW†")
+    ax.axhline(adamw.predicted[-1], color="C0", ls="--", label="AdamW† predicted η̂_r")
+    ax.set_xlabel("conv layer (input → output)")
+    ax.set_ylabel("late angular update (rad/step)")
+    ax.set_title(title("c", "per-layer balance"))
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, os.path.join(workdir, "claim_c.png")))
+  if "d" in verdict:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    names = ("adam", "adams", "adam_wo_ab", "adamsrt", "adamg_dagger")
+    accs = [100 * runs[n].test_accuracy for n in names]
+    ax.bar(range(len(names)), accs, color=[f"C{i}" for i in range(len(names))])
+    ax.axhline(accs[0], color="k", ls="--", label="Adam (the reference the claim compares to)")
+    ax.set_xticks(range(len(names)), [runs[n].label for n in names])
+    ax.set_ylim(min(accs) - 3, 100)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title("d", "Adam's variants"))
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, os.path.join(workdir, "claim_d.png")))
+  if "e" in verdict:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    _angle_panel(ax, runs, ("drop", "drop_rescaled"), title("e", "lr drop"))
+    plain = runs["drop"]
+    start = int(np.argmax(plain.lr < plain.lr[0]))
+    ax.axvline(start, color="gray", lw=0.8)
+    ax.axvline(start + plain.extra["bound"], color="k", ls=":",
+               label="drop + Corollary 3.1 bound (steps)")
+    ax.legend(fontsize=8)
+    ax.set_yscale("log")
+    paths.append(_save(fig, os.path.join(workdir, "claim_e.png")))
+  if "f" in verdict:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    gap = np.maximum(1 - runs["sgd"].extra["min_cosine"], 1e-12)
+    ax.semilogy(np.arange(1, len(gap) + 1), gap, label="max over filters of 1 − cos")
+    ax.axhline(1e-4, color="k", ls="--", label="threshold 1e-4 (Theorem 4 predicts 0)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("1 − cos(SGD filter, AdaGradG filter) (dimensionless)")
+    ax.set_title(title("f", "SGD vs AdaGradG"))
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, os.path.join(workdir, "claim_f.png")))
+  return paths

@@ -6,9 +6,11 @@ Usage (from anywhere)::
   python notebooks/build.py 02_spherical_perspective.ipynb
 
 Each notebook runs offline in a fresh ``python3`` kernel whose working directory
-is ``notebooks/``, under a wall-clock budget of :data:`TIMEOUT_S` seconds for the
-whole notebook; a cell error or an exhausted budget raises. The executed
-notebook (with its figures) is written back to the same file.
+is ``notebooks/``; a cell error raises. :data:`TIMEOUT_S` is a safety net against a
+hung kernel only (30 minutes for the whole notebook, far beyond any healthy run
+even on a loaded machine), not a performance budget: nothing here or in the tests
+bounds the notebooks' speed. The executed notebook (with its figures) is written
+back to the same file.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import nbclient
 import nbformat
 
 HERE = pathlib.Path(__file__).resolve().parent
-TIMEOUT_S = 180
+TIMEOUT_S = 30 * 60  # safety net for a hung kernel, not a time budget
 NOTEBOOKS = sorted(p.name for p in HERE.glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -30,7 +32,7 @@ def execute(name: str, *, timeout: float = TIMEOUT_S, write: bool = True) -> flo
 
   Raises ``nbclient.exceptions.CellExecutionError`` on a failing cell and
   ``nbclient.exceptions.CellTimeoutError`` when the notebook as a whole runs
-  past ``timeout`` seconds.
+  past ``timeout`` seconds (a hung kernel: see :data:`TIMEOUT_S`).
   """
   path = HERE / name
   nb = nbformat.read(path, as_version=4)

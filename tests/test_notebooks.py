@@ -1,4 +1,7 @@
-"""Every notebook executes offline without error within its time budget."""
+"""Every notebook executes offline without error.
+
+No wall-time bound: ``build.TIMEOUT_S`` (30 minutes per notebook) only stops a
+hung kernel; a slow, loaded machine must not fail these tests."""
 
 import importlib.util
 import pathlib
@@ -9,6 +12,10 @@ _BUILD = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "build.py"
 _spec = importlib.util.spec_from_file_location("notebooks_build", _BUILD)
 build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build)
+
+
+def test_the_timeout_is_a_safety_net_not_a_budget():
+  assert build.TIMEOUT_S >= 30 * 60
 
 
 def test_all_four_notebooks_present():
@@ -22,6 +29,5 @@ def test_all_four_notebooks_present():
 
 @pytest.mark.parametrize("name", build.NOTEBOOKS)
 def test_notebook_executes(name):
-  # Raises on any cell error or when the notebook runs past build.TIMEOUT_S.
-  seconds = build.execute(name, timeout=build.TIMEOUT_S, write=False)
-  assert 0 < seconds <= build.TIMEOUT_S
+  # Raises on any cell error (or a kernel hung for build.TIMEOUT_S).
+  build.execute(name, write=False)

@@ -1,15 +1,22 @@
-"""Seed 001 Table 2: Adam's phenomena (a)(b)(c) and the variants that remove them.
+"""Roburin et al., ICLR 2021 submission, Table 2: Adam's phenomena (a)(b)(c) and the
+variants that remove them.
+
+Roburin et al., *A spherical analysis of Adam with Batch Normalization*, ICLR 2021
+submission (OpenReview), §4–5 and Table 2.
 
 7 methods × 7 model/dataset columns × 5 seeds; 405 epochs, lr ×0.1 at epochs
 135/225/315, batch 128, 5% validation split, best-validation checkpoint on the
-test set; CIFAR crop+flip, SVHN without augmentation (REFERENCE §7).
+test set; CIFAR crop+flip, SVHN without augmentation (§5). The paper reports
+the SVHN columns on the validation set (Table 2 caption); the train loop reports
+the test accuracy of the best-validation checkpoint (the validation accuracies
+are in each run's ``metrics.jsonl``).
 
-Settings: the released code's best settings as listed in REFERENCE §7 (lr,
+Settings: the released code's best settings (lr,
 (β1, β2), coupled L2): AdamSRT 1e-3 (0.9, 0.99) 7.8125e-6; AdamS and Adam 1e-3
 (0.9, 0.99) 5e-4; AdamG 1e-2 (0.9, 0.99) 5e-4 (on the filters; Adam elsewhere
-with the same L2); SGD-M 0.1, momentum 0.9, L2 2.5e-4. REFERENCE lists them
-for C10 ResNet-20 only; the other columns reuse them. Two settings are not in
-REFERENCE and are our choice: Adam w/o (ab) takes AdamS's (1e-3, 5e-4) and
+with the same L2); SGD-M 0.1, momentum 0.9, L2 2.5e-4. They are given
+for C10 ResNet-20 only; the other columns reuse them. Two settings are not given
+and are our choice: Adam w/o (ab) takes AdamS's (1e-3, 5e-4) and
 AdamW† takes lr 1e-3 with PyTorch's default decoupled weight decay 1e-2.
 """
 
@@ -41,7 +48,7 @@ SETTINGS = {
     "adamsrt": (1e-3, dict(_ADAM, weight_decay=7.8125e-6)),
 }
 
-# mean top-1 test accuracy (%) over 5 seeds, seed 001 Table 2
+# mean top-1 test accuracy (%) over 5 seeds, Roburin et al., ICLR 2021 submission, Table 2
 PAPER = {
     "sgdm": (92.39, 95.10, 93.56, 77.08, 73.77, 95.96, 95.95),
     "adam": (90.98, 93.77, 92.83, 71.30, 68.43, 95.32, 95.57),

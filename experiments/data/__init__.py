@@ -1,11 +1,15 @@
-"""Image classification datasets for the experiments (REFERENCE §7), NumPy batches.
+"""Image classification datasets for the experiments, NumPy batches.
 
 :func:`load_dataset` returns a :class:`Dataset` for ``"digits"`` (scikit-learn,
-offline), ``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"`` and ``"imagenet2012"``
+offline), ``"mnist1d"`` (generated offline by the ``mnist1d`` package; kwargs
+``num_samples``, ``generator_seed``, see :mod:`experiments.data.mnist1d`),
+``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"`` and ``"imagenet2012"``
 (TFDS array_record data prepared beforehand; see
 :mod:`experiments.data.tfds_pipeline`).
 
-Protocol (seed 001 released code): a held-out validation split of
+Protocol (the released code of Roburin et al., *A spherical analysis of Adam with
+Batch Normalization*, ICLR 2021 submission (OpenReview)): a held-out validation split
+of
 ``validation_fraction`` of the training set (default 5%), drawn with ``seed`` and
 disjoint from the examples :meth:`Dataset.train_batches` yields; per-dataset
 per-channel mean/std normalization; CIFAR training augmentation = pad-4 random
@@ -47,7 +51,7 @@ import numpy as np
 
 __all__ = ["Dataset", "load_dataset", "DATASET_NAMES", "split_validation"]
 
-DATASET_NAMES = ("digits", "cifar10", "cifar100", "svhn_cropped", "imagenet2012")
+DATASET_NAMES = ("digits", "mnist1d", "cifar10", "cifar100", "svhn_cropped", "imagenet2012")
 
 # read(indices) -> (raw images: array or list of HWC uint8, labels)
 Reader = Callable[[np.ndarray], tuple[Any, np.ndarray]]
@@ -178,7 +182,8 @@ def _check_shard(shard_index: int, shard_count: int) -> None:
 def load_dataset(name: str, *, data_dir: str | None = None,
                  validation_fraction: float = 0.05, seed: int = 0,
                  **kwargs) -> Dataset:
-  """The :class:`Dataset` ``name`` (``kwargs``: ``image_size`` for imagenet2012).
+  """The :class:`Dataset` ``name`` (``kwargs``: ``image_size`` for imagenet2012,
+  ``num_samples`` and ``generator_seed`` for mnist1d).
 
   Raises:
     ValueError: unknown name.
@@ -188,6 +193,9 @@ def load_dataset(name: str, *, data_dir: str | None = None,
   if name == "digits":
     from experiments.data.digits import load_digits
     return load_digits(validation_fraction=validation_fraction, seed=seed, **kwargs)
+  if name == "mnist1d":
+    from experiments.data.mnist1d import load_mnist1d
+    return load_mnist1d(validation_fraction=validation_fraction, seed=seed, **kwargs)
   if name in DATASET_NAMES:
     from experiments.data.tfds_pipeline import load_tfds
     return load_tfds(name, data_dir=data_dir,

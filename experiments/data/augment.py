@@ -7,7 +7,7 @@ All functions take NHWC ``uint8`` (or float, in [0, 255]) images and a
 * :func:`normalize`: ``(x / 255 − mean) / std`` per channel, float32.
 * :func:`pad_crop_flip`: zero-pad by ``pad`` pixels, take a random
   ``H × W`` crop, flip horizontally with probability 1/2 (the CIFAR protocol of
-  REFERENCE §7, pad 4).
+  Roburin et al., ICLR 2021 submission, §5; pad 4).
 * :func:`random_resized_crop` / :func:`center_crop`: the usual ImageNet training
   (area scale in [0.08, 1], aspect ratio in [3/4, 4/3], then a flip) and
   evaluation (resize the shorter side to ``size · 256/224``, central crop)

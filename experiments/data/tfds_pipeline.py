@@ -9,7 +9,7 @@ dataset         splits (train / test)   training augmentation       normalizatio
 ==============  ======================  ==========================  ==================
 cifar10         train / test            pad-4 crop + flip           CIFAR-10 mean/std
 cifar100        train / test            pad-4 crop + flip           CIFAR-100 mean/std
-svhn_cropped    train / test            none (seed 001 protocol)    SVHN mean/std
+svhn_cropped    train / test            none (Roburin et al. 2021)    SVHN mean/std
 imagenet2012    train / validation      random-resized crop + flip  ImageNet mean/std
 ==============  ======================  ==========================  ==================
 

@@ -1,8 +1,10 @@
-"""Flax NNX models for the experiments of REFERENCE §7, built by :func:`create_model`.
+"""Flax NNX models for the experiments, built by :func:`create_model`.
 
 Names: ``"resnet{6n+2}"`` (CIFAR ResNet-20 family: ``"resnet8"``, ``"resnet20"``,
 ``"resnet32"``, ``"resnet56"``, …; ``width`` kwarg, default 16), ``"resnet18"``
-(CIFAR ResNet-18), ``"vgg13"``, ``"vgg16"`` (CIFAR VGG), ``"resnet50"`` (always
+(CIFAR ResNet-18), ``"resnet1d"`` (BN 1-D ResNet for MNIST-1D on ``(B, L, 1, C)``
+signals; ``width`` and ``blocks`` kwargs), ``"vgg13"``, ``"vgg16"`` (CIFAR VGG),
+``"resnet50"`` (always
 the ImageNet bottleneck ResNet-50), ``"deit_tiny"`` (ViT; ``image_size`` and
 ``patch_size`` kwargs).
 
@@ -33,7 +35,7 @@ from experiments.models import norms
 
 __all__ = ["create_model", "MODEL_NAMES"]
 
-MODEL_NAMES = ("resnet{6n+2}", "resnet18", "vgg13", "vgg16", "resnet50", "deit_tiny")
+MODEL_NAMES = ("resnet{6n+2}", "resnet18", "resnet1d", "vgg13", "vgg16", "resnet50", "deit_tiny")
 
 
 def create_model(name: str, *, num_classes: int, norm: str = "batch",
@@ -52,6 +54,9 @@ def create_model(name: str, *, num_classes: int, norm: str = "batch",
     from experiments.models.resnet_cifar import ResNetCifar
     return ResNetCifar(2, stages=(2, 2, 2, 2), width=kwargs.pop("width", 64),
                        **common, **kwargs)
+  if name == "resnet1d":
+    from experiments.models.resnet_1d import ResNet1D
+    return ResNet1D(**common, **kwargs)
   if name == "resnet50":
     from experiments.models.resnet_imagenet import ResNetImageNet
     return ResNetImageNet((3, 4, 6, 3), **common, **kwargs)

@@ -1,4 +1,10 @@
-"""Normalization variants and the weight layers they act on (REFERENCE §1, §5).
+"""Normalization variants and the weight layers they act on.
+
+Scale invariance of a group followed by a normalization: Roburin, de Mont-Marin,
+Bursuc, Marlet, Pérez, Aubry, *Spherical Perspective on Learning with Normalization
+Layers*, Neurocomputing 2022, arXiv:2006.13382, §2; the
+variants compared by Kosson, Messmer, Jaggi, *Rotational Equilibrium: How Weight Decay
+Balances Learning Across Neural Networks*, ICML 2024, arXiv:2305.17212, §5.
 
 Every model in :mod:`experiments.models` builds its conv and dense layers from
 :class:`Conv` / :class:`Linear` and its activation normalizations from
@@ -20,7 +26,7 @@ Every model in :mod:`experiments.models` builds its conv and dense layers from
   per output unit (Qiao et al. 2019), plus a bias; ``v_o`` is scale-invariant.
 * ``"none"``: plain ``conv + bias``.
 
-``gains=True`` (Kosson et al., seed 004 Appx M) multiplies the output of every
+``gains=True`` (Kosson et al. 2024, App. M) multiplies the output of every
 hidden conv / dense layer by a learnable per-output gain ``g`` (init 1, shape
 ``(out,)``), which lets a rotational optimizer that fixes ``||v_o||`` still learn
 the layer's scale. Gains and biases are 1-d, so the default spherax group rule

@@ -1,4 +1,8 @@
-"""CIFAR ResNets: ResNet-{6n+2} (He et al. 2016 §4.2) and CIFAR ResNet-18 (REFERENCE §7).
+"""CIFAR ResNets: ResNet-{6n+2} (He et al. 2016 §4.2) and CIFAR ResNet-18.
+
+The models of Roburin et al., *A spherical analysis of Adam with Batch
+Normalization*, ICLR 2021 submission (OpenReview), §5, and of Kosson, Messmer,
+Jaggi, *Rotational Equilibrium*, ICML 2024, arXiv:2305.17212, App. O.
 
 ResNet-{6n+2} (ResNet-20: n = 3): a 3×3 stem conv to ``width`` channels, three
 stages of ``n`` BasicBlocks with ``width``, ``2·width``, ``4·width`` channels

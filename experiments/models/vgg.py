@@ -1,4 +1,6 @@
-"""CIFAR VGG-13 / VGG-16 (Simonyan & Zisserman 2015, CIFAR variant of REFERENCE §7).
+"""CIFAR VGG-13 / VGG-16 (Simonyan & Zisserman 2015; the CIFAR variant of
+Roburin et al., *A spherical analysis of Adam with Batch Normalization*, ICLR 2021
+submission (OpenReview), §5).
 
 Stacks of 3×3 ``conv (no bias) → norm → ReLU`` with 2×2 max-pools, then one
 Linear 512 → classes. Pools use SAME padding and the features are averaged over

@@ -6,7 +6,9 @@ depth × pre-norm blocks → LayerNorm → Linear on the cls token``, with block
 
 The token stream always uses LayerNorm (``norm`` ``"batch"`` and ``"layer"`` both
 give the standard model); ``"weight"`` / ``"weight_standardization"`` / ``"none"``
-choose the reparametrization of the linear layers' kernels (seed 004 trains
+choose the reparametrization of the linear layers' kernels (Kosson, Messmer, Jaggi,
+*Rotational Equilibrium: How Weight Decay Balances Learning Across Neural Networks*,
+ICML 2024, arXiv:2305.17212, trains
 DeiT with rotational optimizers on WS-style weights plus ``gains=True``: every
 hidden linear layer, including the patch embedding, gets a per-output gain).
 Linear kernels are ``(in, out)``; the qkv projection is one ``(dim, 3·dim)``

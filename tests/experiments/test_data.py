@@ -1,7 +1,5 @@
 """Data pipelines of experiments.data: splits, normalization, augmentation, sharding."""
 
-import time
-
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -136,12 +134,15 @@ def test_imagenet_with_mock_data(tmp_path):
     assert np.isfinite(test["image"]).all()
 
 
-def test_missing_data_fails_fast(tmp_path):
-  start = time.monotonic()
+def test_missing_data_fails_fast(tmp_path, monkeypatch):
+  # "fast" = without trying to download or prepare anything (no wall-time bound)
+  def no_download(*args, **kwargs):
+    raise AssertionError("the loader must not download or prepare data")
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
   with pytest.raises(FileNotFoundError, match="tfds build cifar10"):
     load_dataset("cifar10", data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="downloads/manual"):
     load_dataset("imagenet2012", data_dir=str(tmp_path))
-  assert time.monotonic() - start < 10.0
   with pytest.raises(ValueError, match="unknown dataset"):
     load_dataset("mnist")
