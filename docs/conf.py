@@ -26,7 +26,8 @@ extensions = [
 autosummary_generate = True
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
+autodoc_typehints = "none"  # the Args sections say the types; aliases such as
+# optax.ScalarOrSchedule would otherwise be expanded into long unions
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True  # NamedTuple "Attributes:" as fields, not duplicate entries
