@@ -24,7 +24,13 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_python_example_runs(capsys):
-  (example,) = _blocks("python")
+  example = _blocks("python")[0]
   exec(compile(example, "README.md", "exec"), {"__name__": "readme"})
   loss = float(capsys.readouterr().out.split()[-1])
   assert 0.0 < loss < 10.0
+
+
+def test_apply_if_finite_example_skips_the_inf_step(capsys):
+  (guard,) = [b for b in _blocks("python") if "apply_if_finite" in b]
+  exec(compile(guard, "README.md", "exec"), {"__name__": "readme"})
+  assert capsys.readouterr().out.split() == ["1", "0.0"]
