@@ -17,17 +17,20 @@ markdown table with, per optimizer:
 * ``state/adamw``: the state's bytes divided by adamw's;
 * ``compile s``: lowering + compilation time of the step;
 * ``min R+W``: the minimal number of full-size array reads + writes that one
-  step needs (analytic, :data:`MIN_PASSES`), next to adamw's 7 (read
-  ``g, m, v, x``, write ``m, v, x``). It assumes that all of a step's group
-  reductions share one pass; XLA:CPU runs each reduction as its own pass and
-  has no multi-output loop fusion, so on CPU the achievable count is higher;
+  step needs (analytic, :data:`MIN_PASSES`, also the floors of
+  ``experiments.compiled_cost``), next to adamw's 7 (read ``g, m, v, x``, write
+  ``m, v, x``). It assumes that all of a step's group reductions share one
+  pass; XLA:CPU runs each reduction as its own pass and has no multi-output
+  loop fusion, so on CPU the achievable count is higher (the TPU and GPU
+  compilers' counts: ``python -m experiments.compiled_cost``);
 * ``XLA bytes/P``: the ``bytes accessed`` of XLA's ``cost_analysis()`` of the
   compiled step divided by the param bytes (XLA's own count of the traffic; it
   counts both branches of a ``lax.cond``);
 * the target step ratio of the issue and whether it is met (together with the
   state target, ``state/adamw ≤ 1.01``).
 
-It also times ``spherax.diagnostics.track_dynamics`` (every step, and every 10
+``optax.sgd`` with momentum is a second reference (5 passes). It also times
+``spherax.diagnostics.track_dynamics`` (every step, and every 10
 steps) around ``rv_adamw`` (ratio to the bare ``rv_adamw``). Uses only the
 public API.
 """

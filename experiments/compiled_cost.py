@@ -19,10 +19,10 @@ optimizer and case it prints:
   where the references do not come out at exactly these counts);
 * ``/adamw`` and ``/floor``: the passes over adamw's and over the optimizer's
   analytic floor (:data:`experiments.benchmark.MIN_PASSES`);
-* ``fusions`` and ``kernels``: the top-level fusions, and every top-level
-  instruction that runs on arrays (fusions, custom calls, copies, unfused ops;
-  not the scalar-only ones such as the step count's bias corrections, nor
-  parameters, constants, tuples, bitcasts and async copies);
+* ``kernels`` and ``fusions``: the top-level instructions that run on arrays
+  (fusions, custom calls, copies, unfused ops; not the scalar-only ones such as
+  the step count's bias corrections, nor parameters, constants, tuples,
+  bitcasts and async copies), and how many of them are fusions;
 * ``temp/P`` and ``state/P``: the compiled temporary buffer
   (``memory_analysis().temp_size_in_bytes``) and the optimizer state, over the
   param bytes;
@@ -262,8 +262,9 @@ def _computation_cost(computations, name) -> HloCost:
       continue
     touched = [ins.shape] + [shapes[o] for o in ins.operands]
     cost.hbm_bytes += sum(array_bytes(s) for s in touched)
-    cost.kernels += any(m.group("dims") for s in touched for m in _ARRAY.finditer(s))
-    cost.fusions += ins.opcode == "fusion"
+    if any(m.group("dims") for s in touched for m in _ARRAY.finditer(s)):
+      cost.kernels += 1
+      cost.fusions += ins.opcode == "fusion"
     cycles = _CYCLES.search(ins.attributes)
     cost.estimated_cycles += int(cycles.group(1)) if cycles else 0
   return cost
@@ -498,6 +499,9 @@ def main(argv=None) -> None:
     names = [n for n in names if n in REFERENCE_PASSES or n in args.only]
   if args.dump:
     os.makedirs(args.dump, exist_ok=True)
+  # The step is traced on the host; the target's compiler comes with its topology, so
+  # no backend needs to start (a TPU or CUDA runtime would look for a device).
+  jax.config.update("jax_platforms", "cpu")
   print(f"jax {jax.__version__}; compiling for {args.target} ({TARGETS[args.target].name})",
         file=sys.stderr, flush=True)
   results = measure(args.target, args.cases, names, args.dump)

@@ -73,6 +73,7 @@ ENTRY %main (x: f32[64,128], g: f32[64,128], n: f32[128], first: s32[]) -> (f32[
   %g = f32[64,128]{1,0} parameter(1)
   %n = f32[128]{0} parameter(2)
   %first = s32[] parameter(3)
+  %bias = f32[] fusion(s32[] %first), kind=kLoop, calls=%f4
   %y = f32[64,128]{1,0} call(f32[64,128]{1,0} %x, f32[64,128]{1,0} %g), to_apply=%command_buffer
   %tx = (f32[64,128]{1,0}) tuple(f32[64,128]{1,0} %x)
   %tn = (f32[128]{0}) tuple(f32[128]{0} %n)
@@ -110,8 +111,9 @@ def test_gpu_step_descends_into_calls_and_counts_the_costliest_branch():
   cost = compiled_cost.hlo_cost(GPU_STEP)
   # command buffer: k1 reads x, g, writes k1; k2 reads k1, writes y. The
   # conditional's costliest branch reads x and writes f32[128] (the other only
-  # forwards its tuple); names are looked up in their own computation (%n).
-  assert cost.hbm_bytes == 3 * A + 2 * A + A + R
+  # forwards its tuple); names are looked up in their own computation (%n). The
+  # scalar fusion %bias moves 8 bytes and is not counted as a kernel.
+  assert cost.hbm_bytes == 3 * A + 2 * A + A + R + 8
   assert (cost.kernels, cost.fusions, cost.conditionals) == (3, 3, 1)
 
 
