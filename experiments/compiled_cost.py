@@ -54,6 +54,7 @@ Uses only the public API of spherax.
 import argparse
 import dataclasses
 import glob
+import importlib.metadata
 import json
 import math
 import mmap
@@ -482,6 +483,15 @@ def print_tables(target_name: str, results: dict) -> None:
     print(f"- {name}: {floors[name][0]} — {floors[name][1]}")
 
 
+def compiler_version(target: Target) -> str:
+  """The version of the wheel that brings ``target``'s compiler."""
+  package = "libtpu" if target.platform == "tpu" else "jax-cuda12-plugin"
+  try:
+    return f"{package} {importlib.metadata.version(package)}"
+  except importlib.metadata.PackageNotFoundError:
+    return f"{package} not installed"
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--target", required=True, choices=sorted(TARGETS))
@@ -502,12 +512,14 @@ def main(argv=None) -> None:
   # The step is traced on the host; the target's compiler comes with its topology, so
   # no backend needs to start (a TPU or CUDA runtime would look for a device).
   jax.config.update("jax_platforms", "cpu")
-  print(f"jax {jax.__version__}; compiling for {args.target} ({TARGETS[args.target].name})",
+  versions = f"jax {jax.__version__}, {compiler_version(TARGETS[args.target])}"
+  print(f"compiling for {args.target} ({TARGETS[args.target].name}) with {versions}",
         file=sys.stderr, flush=True)
   results = measure(args.target, args.cases, names, args.dump)
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"target": args.target, "jax": jax.__version__, "results": results}, f)
+      json.dump({"target": args.target, "versions": versions, "results": results}, f)
+  print(f"Compiled for {args.target} ({TARGETS[args.target].name}) with {versions}.")
   print_tables(args.target, results)
 
 

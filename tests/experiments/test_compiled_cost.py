@@ -205,3 +205,19 @@ def test_v5e_hbm_passes_stay_within_the_bound(name, v5e_device, request):
       assert cost.passes == pytest.approx(floor, abs=5e-3), case
     else:
       assert cost.passes <= 1.1 * floor, (case, cost.passes)
+
+
+needs_cuda_plugin = pytest.mark.skipif(
+    importlib.util.find_spec("jax_plugins") is None
+    or importlib.util.find_spec("jax_plugins.xla_cuda12") is None,
+    reason="the GPU compiler is not installed: pip install 'jax[cuda12-local]==0.12.0.1' "
+           "(Python 3.12; no GPU needed)")
+
+
+@needs_cuda_plugin
+def test_h100_references_come_out_at_their_passes():
+  device = compiled_cost.topology_devices(compiled_cost.TARGETS["h100"])[0]
+  for name, want in compiled_cost.REFERENCE_PASSES.items():
+    cost, _ = compiled_cost.step_cost(benchmark.OPTIMIZERS[name][0](), SMALL_LEAVES["conv"],
+                                      device)
+    assert cost.passes == pytest.approx(want, abs=5e-3), name
