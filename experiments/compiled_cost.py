@@ -2,7 +2,8 @@
 
 Run ``python -m experiments.compiled_cost --target h100`` (targets: ``h100``,
 ``a100``, ``b200``, ``v4``, ``v5e``, ``v6e``; options ``--cases``, ``--only``,
-``--json PATH``, ``--dump DIR``). For every optimizer of
+``--json PATH``, ``--dump DIR``, ``--before PATH``: an earlier ``--json``
+file, to print the passes as before → now). For every optimizer of
 :data:`experiments.benchmark.OPTIMIZERS` (``optax.adamw`` and ``optax.sgd`` with
 momentum are the references) it compiles one donated step
 ``(params, state, grads) -> (params, state)`` for the target, on abstract
@@ -492,6 +493,23 @@ def compiler_version(target: Target) -> str:
     return f"{package} not installed"
 
 
+def print_comparison(results: dict, before: dict) -> None:
+  """Per mode, the passes of each optimizer and case as ``before → now``, for the
+  optimizers and cases that both runs have."""
+  for mode in next(iter(results.values())):
+    cases = [c for c in results if c in before and mode in before[c]]
+    if not cases:
+      continue
+    print(f"\n### HBM passes, before → now ({mode})\n")
+    print("| optimizer | floor | " + " | ".join(cases) + " |")
+    print("|---|---|" + "---|" * len(cases))
+    for name in results[cases[0]][mode]:
+      if all(name in before[c][mode] for c in cases):
+        cells = [f"{_fmt(before[c][mode][name]['passes'])} → "
+                 f"{_fmt(results[c][mode][name]['passes'])}" for c in cases]
+        print(f"| {name} | {benchmark.MIN_PASSES[name][0]} | " + " | ".join(cells) + " |")
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--target", required=True, choices=sorted(TARGETS))
@@ -500,6 +518,8 @@ def main(argv=None) -> None:
                       help="optimizer names (the references adamw and sgd always run)")
   parser.add_argument("--json", default=None, help="also write the results to this file")
   parser.add_argument("--dump", default=None, help="write each optimized HLO into this folder")
+  parser.add_argument("--before", default=None,
+                      help="a --json file of an earlier run: also print before → now passes")
   args = parser.parse_args(argv)
   names = list(optimizers())
   if args.only:
@@ -521,6 +541,13 @@ def main(argv=None) -> None:
       json.dump({"target": args.target, "versions": versions, "results": results}, f)
   print(f"Compiled for {args.target} ({TARGETS[args.target].name}) with {versions}.")
   print_tables(args.target, results)
+  if args.before:
+    with open(args.before) as f:
+      before = json.load(f)
+    if before["target"] != args.target:
+      raise SystemExit(f"--before is a run for {before['target']}, not {args.target}")
+    print(f"\nBefore: {before['versions']}.")
+    print_comparison(results, before["results"])
 
 
 if __name__ == "__main__":

@@ -156,6 +156,17 @@ def test_tables_give_ratios_to_adamw_and_to_the_floor(capsys):
   assert f"| adamp | {floor} | 12.0 (13.0) |" in out
 
 
+def test_comparison_pairs_each_case_before_and_now(capsys):
+  now = {"conv": {"default": {"adamw": {"passes": 7.0}, "adamp": {"passes": 10.5}}},
+         "dense": {"default": {"adamw": {"passes": 7.0}, "adamp": {"passes": 11.0}}}}
+  before = {"conv": {"default": {"adamw": {"passes": 7.0}, "adamp": {"passes": 16.0}}}}
+  compiled_cost.print_comparison(now, before)
+  out = capsys.readouterr().out
+  floor = benchmark.MIN_PASSES["adamp"][0]
+  assert "| optimizer | floor | conv |" in out  # dense has no before
+  assert f"| adamp | {floor} | 16.0 → 10.5 |" in out
+
+
 def test_unknown_names_are_rejected():
   with pytest.raises(SystemExit):
     compiled_cost.main(["--target", "v5e", "--only", "adamx"])
