@@ -107,8 +107,12 @@ NO_MSA = {"xla_msa_enable": False}
 _FREE = frozenset({
     "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "after-all",
     "opt-barrier", "optimization-barrier", "partition-id", "replica-id", "copy-done",
-    "async-done", "async-update", "add-dependency", "domain",
+    "slice-done", "async-done", "async-update", "add-dependency", "domain",
 })
+# Async DMAs: the shape of their destination in their result tuple
+# (``copy-start``: (destination, source, context); ``slice-start``:
+# ((source,), destination, context)).
+_DMAS = {"copy-start": 0, "slice-start": 1}
 # Ops whose cost is that of the computations they run.
 _CALLERS = {"call": "to_apply", "async-start": "calls"}
 
@@ -175,6 +179,23 @@ def array_bytes(shape: str, *, hbm_only: bool = True) -> int:
     dims = [int(d.lstrip("<=")) for d in m.group("dims").split(",") if d.strip()]
     total += math.prod(dims) * _element_bytes(m.group("dtype"))
   return int(total)
+
+
+def _in_hbm(shape: str) -> bool:
+  """Whether an array shape string lies in memory space 0 (HBM)."""
+  return array_bytes(shape) > 0 or array_bytes(shape, hbm_only=False) == 0
+
+
+def _tuple_elements(shape: str) -> list[str]:
+  """The top-level elements of a tuple shape string."""
+  inner, elements, depth, start = shape[1:-1], [], 0, 0
+  for i, ch in enumerate(inner):
+    depth += ch in "([{"
+    depth -= ch in ")]}"
+    if ch == "," and depth == 0:
+      elements.append(inner[start:i].strip())
+      start = i + 1
+  return elements + [inner[start:].strip()]
 
 
 def _balanced(text: str, start: int) -> int:
@@ -257,10 +278,12 @@ def _computation_cost(computations, name) -> HloCost:
       continue
     if ins.opcode == "while":
       raise ValueError(f"HLO loop {ins.name}: its trip count is unknown to the byte count")
-    if ins.opcode == "copy-start":
-      # An async copy (destination, source, context): the HBM side(s) of the DMA.
-      destination = next(_ARRAY.finditer(ins.shape)).group()
-      cost.hbm_bytes += array_bytes(shapes[ins.operands[0]]) + array_bytes(destination)
+    if ins.opcode in _DMAS:
+      # An async copy of an array or of a slice of it: the bytes it moves, once
+      # per HBM side (read from HBM, written to HBM).
+      destination = _tuple_elements(ins.shape)[_DMAS[ins.opcode]]
+      moved = array_bytes(destination, hbm_only=False)
+      cost.hbm_bytes += moved * (_in_hbm(shapes[ins.operands[0]]) + _in_hbm(destination))
       continue
     touched = [ins.shape] + [shapes[o] for o in ins.operands]
     cost.hbm_bytes += sum(array_bytes(s) for s in touched)
@@ -406,9 +429,11 @@ def check_references(case: str, mode: str, costs: dict[str, StepCost]) -> None:
         + "; the HLO parser does not match this compiler's output")
 
 
-def measure(target_name: str, cases: list[str], names: list[str], dump_dir=None) -> dict:
+def measure(target_name: str, cases: list[str], names: list[str], dump_dir=None,
+            on_case=None) -> dict:
   """``{case: {mode: {optimizer: StepCost fields}}}`` for ``target_name``; modes
-  are ``"default"`` and, on TPU, ``"no_msa"``."""
+  are ``"default"`` and, on TPU, ``"no_msa"``. ``on_case(results)`` is called
+  after each case."""
   target = TARGETS[target_name]
   device = topology_devices(target)[0]
   modes = {"default": None}
@@ -433,6 +458,8 @@ def measure(target_name: str, cases: list[str], names: list[str], dump_dir=None)
           check_references(case, mode, costs)
       results[case][mode] = {n: {**dataclasses.asdict(c), "param_bytes": param_bytes}
                              for n, c in costs.items()}
+    if on_case:
+      on_case(results)
   return results
 
 
@@ -535,10 +562,13 @@ def main(argv=None) -> None:
   versions = f"jax {jax.__version__}, {compiler_version(TARGETS[args.target])}"
   print(f"compiling for {args.target} ({TARGETS[args.target].name}) with {versions}",
         file=sys.stderr, flush=True)
-  results = measure(args.target, args.cases, names, args.dump)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump({"target": args.target, "versions": versions, "results": results}, f)
+
+  def save(results):  # after each case, so that a long run keeps what it measured
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump({"target": args.target, "versions": versions, "results": results}, f)
+
+  results = measure(args.target, args.cases, names, args.dump, on_case=save)
   print(f"Compiled for {args.target} ({TARGETS[args.target].name}) with {versions}.")
   print_tables(args.target, results)
   if args.before:

@@ -38,6 +38,9 @@ ENTRY %main.1 (x: f32[64,128], g: f32[64,128], m: f32[64,128], c: s32[]) -> (f32
   %n = f32[128]{0:T(128)S(1)} get-tuple-element(%red), index=0
   %b = f32[128]{0:T(128)S(1)} bitcast(%n)
   %s = f32[128]{0:T(128)} sqrt(%b), backend_config={"window_config":{"estimated_cycles":"7"}}
+  %evict = (f32[128]{0:T(128)}, f32[128]{0:T(128)S(1)}, u32[]{:S(2)}) copy-start(%b)
+  %slice-start = ((f32[64,128]{1,0:T(8,128)}), f32[8,128]{1,0:T(8,128)S(1)}, s32[]{:S(2)}) slice-start(%m), slice={[0:8], [0:128]}
+  %slice-done = f32[8,128]{1,0:T(8,128)S(1)} slice-done(%slice-start)
   %upd = (f32[64,128]{1,0:T(8,128)}, f32[64,128]{1,0:T(8,128)}) fusion(%x, %copy-done, %m, %s), kind=kLoop, calls=%fused_update, backend_config={"window_config":{"estimated_cycles":"250"}}
   %x1 = f32[64,128]{1,0:T(8,128)} get-tuple-element(%upd), index=0
   %m1 = f32[64,128]{1,0:T(8,128)} get-tuple-element(%upd), index=1
@@ -97,9 +100,10 @@ def test_tpu_step_counts_hbm_reads_and_writes_of_top_level_kernels():
   cost = compiled_cost.hlo_cost(TPU_STEP)
   # copy-start reads g from HBM (its VMEM side and context are free); %red reads x
   # (named twice) and g, writes VMEM only; %s reads VMEM, writes f32[128] to HBM;
+  # %evict writes f32[128] from VMEM to HBM; the async slice reads 8 of m's 64 rows;
   # %upd reads x, m, s (the prefetched g is in VMEM) and writes x', m'; the scalar
   # ops read c (4 bytes) and %c2 writes 4 bytes.
-  expected = A + 2 * A + R + (2 * A + R + 2 * A) + 4 + 4
+  expected = A + 2 * A + R + R + A // 8 + (2 * A + R + 2 * A) + 4 + 4
   assert cost.hbm_bytes == expected
   assert cost.fusions == 2
   assert cost.kernels == 3  # %red, %s, %upd: the scalar add and copy are not kernels
