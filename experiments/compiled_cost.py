@@ -40,14 +40,22 @@ and on the GPU target ``cost_analysis()`` is None; hence the HLO count.
 
 Setup (the compilers come as wheels; no accelerator needed):
 
-* TPU: ``pip install 'jax[tpu]==0.10.2'`` (libtpu 0.0.42.1) on Python 3.11. The
+* TPU: ``pip install 'jax[tpu]==0.10.2'`` (libtpu 0.0.42.1) on Python 3.11, or
+  ``pip install 'jax[tpu]==0.12.0.1'`` (libtpu 0.0.50.1) on Python 3.12. The
   tool sets ``TPU_ACCELERATOR_TYPE``, ``TPU_WORKER_HOSTNAMES=localhost`` and
   ``ALLOW_MULTIPLE_LIBTPU_LOAD=1`` for the abstract topology.
-* GPU: ``pip install 'jax==0.12.0.1' 'jax-cuda12-plugin==0.12.0.1'`` on Python
-  3.12 (the plugin alone compiles; no CUDA libraries). The target description
+* GPU: ``pip install 'jax[cuda12-local]==0.12.0.1' 'nvidia-cuda-nvcc-cu12>=12.6.85'``
+  on Python 3.12: the CUDA plugin and ptxas with libdevice (which the plugin
+  also finds in a CUDA toolkit under ``/usr/local/cuda``); no CUDA runtime
+  libraries. The target description
   (an XLA ``GpuTargetConfig`` text proto) is read from the plugin library,
   which embeds one per supported GPU; the tool sets
   ``JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1`` (there is no driver to check).
+* Both in one Python 3.12 environment: ``pip install
+  'jax[tpu,cuda12-local]==0.12.0.1' 'nvidia-cuda-nvcc-cu12>=12.6.85'``.
+
+The counts are the compiler's: another libtpu or plugin version can fuse and
+place buffers differently (the header line names the versions).
 
 Uses only the public API of spherax.
 """
@@ -339,8 +347,8 @@ def gpu_target_config(device: str) -> str:
     import jax_plugins.xla_cuda12 as plugin  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise RuntimeError(
-        "the GPU targets need the jax CUDA plugin: pip install 'jax==0.12.0.1' "
-        "'jax-cuda12-plugin==0.12.0.1' (Python 3.12)") from e
+        "the GPU targets need the jax CUDA plugin: pip install "
+        "'jax[cuda12-local]==0.12.0.1' 'nvidia-cuda-nvcc-cu12>=12.6.85' (Python 3.12)") from e
   libraries = glob.glob(os.path.join(os.path.dirname(plugin.__file__), "xla_cuda_plugin*.so"))
   key = f'\ndevice_description_str: "{device}"\n'.encode()
   for path in libraries:
@@ -361,7 +369,8 @@ def topology_devices(target: Target) -> list:
     except Exception as e:  # pylint: disable=broad-except
       raise RuntimeError(
           f"cannot build the TPU topology {target.name} ({e}); the TPU targets need "
-          "pip install 'jax[tpu]==0.10.2' (libtpu, Python 3.11)") from e
+          "pip install 'jax[tpu]==0.10.2' (Python 3.11) or 'jax[tpu]==0.12.0.1' "
+          "(Python 3.12)") from e
   else:
     topology = topologies.get_topology_desc(
         platform="cuda", target_config=gpu_target_config(target.name), topology="1x1x1")

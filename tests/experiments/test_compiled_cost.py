@@ -226,7 +226,7 @@ needs_cuda_plugin = pytest.mark.skipif(
     importlib.util.find_spec("jax_plugins") is None
     or importlib.util.find_spec("jax_plugins.xla_cuda12") is None,
     reason="the GPU compiler is not installed: pip install 'jax[cuda12-local]==0.12.0.1' "
-           "(Python 3.12; no GPU needed)")
+           "'nvidia-cuda-nvcc-cu12>=12.6.85' (Python 3.12; no GPU needed)")
 
 
 @needs_cuda_plugin
