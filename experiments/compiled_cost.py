@@ -3,7 +3,8 @@
 Run ``python -m experiments.compiled_cost --target h100`` (targets: ``h100``,
 ``a100``, ``b200``, ``v4``, ``v5e``, ``v6e``; options ``--cases``, ``--only``,
 ``--json PATH``, ``--dump DIR``, ``--before PATH``: an earlier ``--json``
-file, to print the passes as before → now). For every optimizer of
+file, to print the passes as before → now; ``--load PATH ...``: print the
+tables of earlier ``--json`` files, merged, without compiling). For every optimizer of
 :data:`experiments.benchmark.OPTIMIZERS` (``optax.adamw`` and ``optax.sgd`` with
 momentum are the references) it compiles one donated step
 ``(params, state, grads) -> (params, state)`` for the target, on abstract
@@ -546,6 +547,29 @@ def print_comparison(results: dict, before: dict) -> None:
         print(f"| {name} | {benchmark.MIN_PASSES[name][0]} | " + " | ".join(cells) + " |")
 
 
+def load_runs(paths: list[str], target_name: str) -> tuple[dict, str]:
+  """Merges the results of ``--json`` files of one target and compiler version
+  (runs split by ``--cases`` or ``--only``), in :func:`optimizers`' order."""
+  runs = []
+  for path in paths:
+    with open(path) as f:
+      runs.append(json.load(f))
+  for path, run in zip(paths, runs):
+    if run["target"] != target_name or run["versions"] != runs[0]["versions"]:
+      raise SystemExit(f"{path} is a run for {run['target']} with {run['versions']}, not "
+                       f"{target_name} with {runs[0]['versions']}")
+  merged = {}
+  for case in CASES:
+    for run in runs:
+      for mode, costs in run["results"].get(case, {}).items():
+        merged.setdefault(case, {}).setdefault(mode, {}).update(costs)
+  order = list(optimizers())
+  for modes in merged.values():
+    for mode, costs in modes.items():
+      modes[mode] = {n: costs[n] for n in order if n in costs}
+  return merged, runs[0]["versions"]
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--target", required=True, choices=sorted(TARGETS))
@@ -556,6 +580,8 @@ def main(argv=None) -> None:
   parser.add_argument("--dump", default=None, help="write each optimized HLO into this folder")
   parser.add_argument("--before", default=None,
                       help="a --json file of an earlier run: also print before → now passes")
+  parser.add_argument("--load", nargs="+", default=None,
+                      help="print the tables of these --json files (merged) instead of compiling")
   args = parser.parse_args(argv)
   names = list(optimizers())
   if args.only:
@@ -563,21 +589,25 @@ def main(argv=None) -> None:
     if unknown:
       parser.error(f"unknown optimizers {sorted(unknown)}; choose from {names}")
     names = [n for n in names if n in REFERENCE_PASSES or n in args.only]
-  if args.dump:
-    os.makedirs(args.dump, exist_ok=True)
-  # The step is traced on the host; the target's compiler comes with its topology, so
-  # no backend needs to start (a TPU or CUDA runtime would look for a device).
-  jax.config.update("jax_platforms", "cpu")
-  versions = f"jax {jax.__version__}, {compiler_version(TARGETS[args.target])}"
-  print(f"compiling for {args.target} ({TARGETS[args.target].name}) with {versions}",
-        file=sys.stderr, flush=True)
 
-  def save(results):  # after each case, so that a long run keeps what it measured
-    if args.json:
-      with open(args.json, "w") as f:
-        json.dump({"target": args.target, "versions": versions, "results": results}, f)
+  if args.load:
+    results, versions = load_runs(args.load, args.target)
+  else:
+    if args.dump:
+      os.makedirs(args.dump, exist_ok=True)
+    # The step is traced on the host; the target's compiler comes with its topology, so
+    # no backend needs to start (a TPU or CUDA runtime would look for a device).
+    jax.config.update("jax_platforms", "cpu")
+    versions = f"jax {jax.__version__}, {compiler_version(TARGETS[args.target])}"
+    print(f"compiling for {args.target} ({TARGETS[args.target].name}) with {versions}",
+          file=sys.stderr, flush=True)
 
-  results = measure(args.target, args.cases, names, args.dump, on_case=save)
+    def save(results):  # after each case, so that a long run keeps what it measured
+      if args.json:
+        with open(args.json, "w") as f:
+          json.dump({"target": args.target, "versions": versions, "results": results}, f)
+
+    results = measure(args.target, args.cases, names, args.dump, on_case=save)
   print(f"Compiled for {args.target} ({TARGETS[args.target].name}) with {versions}.")
   print_tables(args.target, results)
   if args.before:

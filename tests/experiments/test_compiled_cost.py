@@ -2,6 +2,7 @@
 the HBM passes of a few optimizers compiled for TPU v5e (needs the libtpu wheel, not a TPU)."""
 
 import importlib.util
+import json
 
 import pytest
 
@@ -236,3 +237,25 @@ def test_h100_references_come_out_at_their_passes():
     cost, _ = compiled_cost.step_cost(benchmark.OPTIMIZERS[name][0](), SMALL_LEAVES["conv"],
                                       device)
     assert cost.passes == pytest.approx(want, abs=5e-3), name
+
+
+def test_split_runs_merge_in_the_optimizer_order(tmp_path, capsys):
+  def run(path, case, names, versions="jax 0, libtpu 0"):
+    row = {"passes": 7.0, "kernels": 1, "fusions": 1, "estimated_cycles": 1, "temp_bytes": 0,
+           "state_bytes": 0, "conditionals": 0, "param_bytes": 1}
+    (tmp_path / path).write_text(json.dumps(
+        {"target": "h100", "versions": versions,
+         "results": {case: {"default": {n: row for n in names}}}}))
+    return str(tmp_path / path)
+
+  a = run("a.json", "resnet50", ["adamw", "sgd", "nero"])
+  b = run("b.json", "resnet50", ["adamw", "sgd", "adams"])
+  c = run("c.json", "conv", ["adamw", "sgd"])
+  merged, versions = compiled_cost.load_runs([a, b, c], "h100")
+  assert list(merged) == ["conv", "resnet50"]
+  assert list(merged["resnet50"]["default"]) == ["adamw", "sgd", "adams", "nero"]
+  assert versions == "jax 0, libtpu 0"
+  with pytest.raises(SystemExit):
+    compiled_cost.load_runs([a, run("d.json", "conv", ["adamw"], "jax 1")], "h100")
+  compiled_cost.main(["--target", "h100", "--load", a, b])
+  assert "| nero | 5 | 7.00 |" in capsys.readouterr().out
