@@ -17,17 +17,20 @@ markdown table with, per optimizer:
 * ``state/adamw``: the state's bytes divided by adamw's;
 * ``compile s``: lowering + compilation time of the step;
 * ``min R+W``: the minimal number of full-size array reads + writes that one
-  step needs (analytic, :data:`MIN_PASSES`), next to adamw's 7 (read
-  ``g, m, v, x``, write ``m, v, x``). It assumes that all of a step's group
-  reductions share one pass; XLA:CPU runs each reduction as its own pass and
-  has no multi-output loop fusion, so on CPU the achievable count is higher;
+  step needs (analytic, :data:`MIN_PASSES`, also the floors of
+  ``experiments.compiled_cost``), next to adamw's 7 (read ``g, m, v, x``, write
+  ``m, v, x``). It assumes that all of a step's group reductions share one
+  pass; XLA:CPU runs each reduction as its own pass and has no multi-output
+  loop fusion, so on CPU the achievable count is higher (the TPU and GPU
+  compilers' counts: ``python -m experiments.compiled_cost``);
 * ``XLA bytes/P``: the ``bytes accessed`` of XLA's ``cost_analysis()`` of the
   compiled step divided by the param bytes (XLA's own count of the traffic; it
   counts both branches of a ``lax.cond``);
 * the target step ratio of the issue and whether it is met (together with the
   state target, ``state/adamw ≤ 1.01``).
 
-It also times ``spherax.diagnostics.track_dynamics`` (every step, and every 10
+``optax.sgd`` with momentum is a second reference (5 passes). It also times
+``spherax.diagnostics.track_dynamics`` (every step, and every 10
 steps) around ``rv_adamw`` (ratio to the bare ``rv_adamw``). Uses only the
 public API.
 """
@@ -51,6 +54,7 @@ import spherax
 # name -> (factory, target ratio to adamw's step time or None).
 OPTIMIZERS = {
     "adamw": (lambda: optax.adamw(1e-3, weight_decay=1e-2), None),
+    "sgd": (lambda: optax.sgd(0.1, momentum=0.9), None),
     "adams": (lambda: spherax.adams(1e-3, weight_decay=5e-4), 1.3),
     "adamsrt": (lambda: spherax.adamsrt(1e-3, weight_decay=5e-4), 1.3),
     "adamsrt_parallel": (
@@ -78,34 +82,58 @@ OPTIMIZERS = {
         None),
 }
 
-# Minimal full-size array reads + writes per step (a full-size array = one
-# params-sized tensor; per-group statistics are negligible). Group reductions
-# need one pass before the element-wise update pass; every dot product that a
-# later formula needs is expanded, so one reduction pass suffices.
+# Minimal full-size array reads + writes per step, shared by this benchmark and
+# experiments.compiled_cost (which divides the compiled HBM bytes by them). A
+# full-size array is one params-sized tensor; per-group statistics are
+# negligible. Group reductions need one pass before the element-wise update
+# pass; every dot product that a later formula needs is expanded in the
+# pre-step dot products, so one reduction pass suffices. A moment that does not
+# depend on a reduction can be written by the reduction pass itself (it reads
+# g and the old moment anyway), so the update pass reads the new moment instead
+# of g and the old one.
 MIN_PASSES = {
+    # One element-wise pass.
     "adamw": (7, "update pass: read g, m, v, x; write m, v, x"),
+    "sgd": (5, "update pass: read g, buf, x; write buf, x"),
+    # v is one scalar per group: 2 + 5.
     "adams": (7, "reduce Σ(g+λx)² (read g, x) + update (read g, x, m; write m, x); v per group"),
+    # The stored m is m' transported to x', which needs the reductions: 3 + 5.
     "adamsrt": (8, "one reduce pass over g, x, m gives Σ(g+λx)², ||x||², <x,m'>, ||m'||² "
                 "(<x,x'>, <m',x'>, ||x'||² in closed form) + update (read 3, write m, x)"),
     "adamsrt_parallel": (8, "as adamsrt: <m',u'>, <u,u'> also follow from those reductions"),
+    # As adamsrt with the buffer in place of m: 3 + 5.
     "sgdmrt": (8, "reduce over g, x, buf (||x||², <x,b'>, ||b'||²) + update (read 3, write buf, x)"),
+    # m' = β1 τ(m) + (1−β1)(g − <g,x>x/||x||²) needs <g,x>, so m is written by
+    # the update pass: 3 + 5.
     "adamg": (8, "reduce over g, x, m (<x,g>, ||g||², <m,h>, ||m||², ||x||²) + update (read 3, "
               "write m, x); exp map and transport of m in closed form"),
     "sgdg": (8, "as adamg with the momentum buffer"),
+    # Accumulator per group, no full-size state: 2 + 3.
     "adagradg": (5, "reduce over g, x (||g||², <x,g>, ||x||²) + update (read g, x; write x)"),
+    # Second moment per group, no full-size state: 2 + 3.
     "nero": (5, "reduce over g, x (row sums and norms of g, x) + update (read g, x; write x)"),
-    "adamp": (11, "reduce over g, x, m, v (cosines and <Adam update, x> for both views) + "
-              "update (read g, m, v, x; write m, v, x)"),
+    # Adam's m', v' need no reduction: the reduction pass writes them and forms
+    # p = m̂'/(√v̂'+ε) on the fly for <p, x>: (4 + 2) + (3 + 1).
+    "adamp": (10, "reduce over g, m, v, x (cosines of g and x, <Adam update, x> for both views) "
+              "writing m', v' + update (read m', v', x; write x)"),
+    # The stored buffer is the projected one, which needs the reductions: 3 + 5.
     "sgdp": (8, "reduce over g, x, buf + update (read 3, write buf, x)"),
-    "rv_adamw": (11, "reduce over g, m, v, x (<Δg,x>, ||Δg||², ΣΔg give ||Δ||² and ||x'||²; "
-                 "Σx, ||x||² at the first step only) + update (read g, m, v, x; write m, v, x)"),
-    "rv_sgdm": (8, "reduce over g, buf, x + update (read 3, write buf, x)"),
+    # Adam's m', v' need no reduction (written by the reduction pass, which
+    # forms u = m̂'/(√v̂'+ε) on the fly): (4 + 2) + (3 + 1).
+    "rv_adamw": (10, "reduce over g, m, v, x (<u,x>, ||u||², Σu, Σx, ||x||² give ||Δ||² and "
+                 "||x'||²) writing m', v' + update (read m', v', x; write x)"),
+    # buf' = μ buf + g needs no reduction: (3 + 1) + (2 + 1).
+    "rv_sgdm": (7, "reduce over g, buf, x writing buf' + update (read buf', x; write x)"),
+    # The step sign(β1 m + (1−β1) g) needs the old m and g, the stored
+    # m' = β2 m + (1−β2) g cannot replace them: 3 + 5.
     "rv_lion": (8, "reduce over g, m, x + update (read 3, write m, x)"),
-    "rv_adam_l2": (11, "as rv_adamw"),
-    "rotational(adam)": (11, "as rv_adamw"),
-    "rv_adamw+track_dynamics": (11, "as rv_adamw: the tracker's dot products fuse into the "
+    # Adam on g + λx: the moments need no reduction, as rv_adamw.
+    "rv_adam_l2": (10, "as rv_adamw"),
+    "rotational(adam)": (10, "as rv_adamw"),
+    # The tracker's statistics come from the same pre-step dot products.
+    "rv_adamw+track_dynamics": (10, "as rv_adamw: the tracker's dot products fuse into the "
                                 "reduction pass; its output is per group"),
-    "rv_adamw+track_dynamics(every=10)": (11, "as rv_adamw+track_dynamics"),
+    "rv_adamw+track_dynamics(every=10)": (10, "as rv_adamw+track_dynamics"),
 }
 
 
@@ -138,7 +166,8 @@ def _random_tree(shapes: dict, seed: int, scale: float) -> dict:
   )
 
 
-def _nbytes(tree) -> int:
+def nbytes(tree) -> int:
+  """Bytes of a pytree of arrays (or of ``jax.ShapeDtypeStruct``)."""
   return sum(leaf.size * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree))
 
 
@@ -159,7 +188,7 @@ class _Bench:
 
     self.params = jax.tree.map(jnp.copy, params)
     self.state = opt.init(self.params)
-    self.state_bytes = _nbytes(self.state)
+    self.state_bytes = nbytes(self.state)
     start = time.perf_counter()
     self.compiled = (
         jax.jit(step, donate_argnums=(0, 1)).lower(self.params, self.state, grads).compile()
@@ -186,7 +215,7 @@ def measure(names: list[str], rounds: int, steps: int) -> dict[str, dict[str, fl
   shapes = resnet50_shapes()
   params = _random_tree(shapes, 0, 0.05)
   grads = _random_tree(shapes, 1, 1e-3)
-  param_bytes = _nbytes(params)
+  param_bytes = nbytes(params)
   num_params = sum(leaf.size for leaf in jax.tree.leaves(params))
   print(f"ResNet-50 pytree: {num_params / 1e6:.2f}M params, {len(jax.tree.leaves(params))} "
         f"leaves, {param_bytes / 2**20:.1f} MiB; backend {jax.default_backend()}, "
