@@ -55,12 +55,12 @@ import spherax
 OPTIMIZERS = {
     "adamw": (lambda: optax.adamw(1e-3, weight_decay=1e-2), None),
     "sgd": (lambda: optax.sgd(0.1, momentum=0.9), None),
-    "adams": (lambda: spherax.adams(1e-3, weight_decay=5e-4), 1.3),
-    "adamsrt": (lambda: spherax.adamsrt(1e-3, weight_decay=5e-4), 1.3),
+    "adams": (lambda: spherax.adams(1e-3, l2_regularization=5e-4), 1.3),
+    "adamsrt": (lambda: spherax.adamsrt(1e-3, l2_regularization=5e-4), 1.3),
     "adamsrt_parallel": (
-        lambda: spherax.adamsrt(1e-3, weight_decay=5e-4, transport="parallel"), 1.3),
-    "sgdmrt": (lambda: spherax.sgdmrt(0.1, momentum=0.9, weight_decay=1e-4), 1.3),
-    "adamg": (lambda: spherax.adamg(1e-2, weight_decay=5e-4), 1.3),
+        lambda: spherax.adamsrt(1e-3, l2_regularization=5e-4, transport="parallel"), 1.3),
+    "sgdmrt": (lambda: spherax.sgdmrt(0.1, momentum=0.9, l2_regularization=1e-4), 1.3),
+    "adamg": (lambda: spherax.adamg(1e-2, l2_regularization=5e-4), 1.3),
     "sgdg": (lambda: spherax.sgdg(0.1, momentum=0.9), None),
     "adagradg": (
         lambda: spherax.adagradg(0.7, decay=0.99996, initial_accumulator_value=1.0), None),
@@ -70,7 +70,7 @@ OPTIMIZERS = {
     "rv_adamw": (lambda: spherax.rv_adamw(1e-3, weight_decay=1e-2), 1.5),
     "rv_sgdm": (lambda: spherax.rv_sgdm(0.1, momentum=0.9, weight_decay=1e-4), 1.5),
     "rv_lion": (lambda: spherax.rv_lion(1e-4, weight_decay=1.0), 1.5),
-    "rv_adam_l2": (lambda: spherax.rv_adam_l2(1e-3, weight_decay=1e-3), 1.5),
+    "rv_adam_l2": (lambda: spherax.rv_adam_l2(1e-3, l2_regularization=1e-3), 1.5),
     "rotational(adam)": (
         lambda: spherax.rotational(optax.scale_by_adam(), 1e-3, 0.01, weight_decay=1e-2), 1.5),
     "rv_adamw+track_dynamics": (

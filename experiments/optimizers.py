@@ -87,9 +87,9 @@ def _adagrad(learning_rate, eps=1e-10, initial_accumulator_value=0.0):
 
 # The keyword under which spherax's coupled-L2 optimizers (adams, adamsrt, sgdmrt,
 # rv_adam_l2) take the L2 coefficient. The experiments always call it
-# ``weight_decay`` (the reference codes' name); spherax renames it to
-# ``l2_regularization``, a change of this one constant.
-L2_ARGUMENT = "weight_decay"
+# ``weight_decay`` (the reference codes' name); spherax calls it
+# ``l2_regularization``.
+L2_ARGUMENT = "l2_regularization"
 
 
 def _coupled_l2(factory, **fixed):

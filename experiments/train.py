@@ -517,6 +517,7 @@ def _build_dataset(config):
       data_dir=config.get("data_dir"),
       validation_fraction=config.validation_fraction,
       seed=config.seed,
+      **config.get("dataset_kwargs", {}),
   )
 
 
