@@ -1,1 +1,1 @@
-"""Experiments for spherax: models, data pipelines, training (REFERENCE §7)."""
+"""Experiments for spherax: models, data pipelines, training, and a config per paper protocol."""

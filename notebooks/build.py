@@ -15,6 +15,7 @@ back to the same file.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 import time
@@ -46,7 +47,8 @@ def execute(name: str, *, timeout: float = TIMEOUT_S, write: bool = True) -> flo
       nb, timeout_func=remaining, kernel_name="python3",
       resources={"metadata": {"path": str(HERE)}},
   )
-  client.execute()
+  # The kernel runs in notebooks/: put the checkout on its path for `experiments`.
+  client.execute(env={**os.environ, "PYTHONPATH": str(HERE.parent)})
   elapsed = time.monotonic() - start
   if write:
     nbformat.write(nb, path)

@@ -26,7 +26,9 @@ from spherax.transforms.retract import project_params, retract
 from spherax.transforms.rotational import rotational_wrapper
 from spherax.transforms.transport import transport_moments
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+__version__ = _metadata.version("spherax")
 
 __all__ = [
     # modules

@@ -42,7 +42,7 @@ def test_one_inf_element_poisons_unguarded_rv_lion_silently():
 @pytest.mark.parametrize("make", [
     lambda: spherax.rv_lion(1e-3, weight_decay=0.1),
     lambda: spherax.rv_adamw(1e-3, weight_decay=0.1),
-    lambda: spherax.adamsrt(1e-3, weight_decay=1e-4),
+    lambda: spherax.adamsrt(1e-3, l2_regularization=1e-4),
 ], ids=["rv_lion", "rv_adamw", "adamsrt"])
 def test_guarded_step_keeps_state_and_params_then_training_continues(make):
   tx = optax.apply_if_finite(make(), max_consecutive_errors=5)

@@ -56,9 +56,6 @@ def test_the_pattern_flags_paper_ids_not_random_seeds():
     assert not BANNED.search(fine), fine
 
 
-# PENDING (lead): the files of the other helpers still cite this way until their branches
-# are merged. strict: once they are clean this XPASSes and fails, so the mark goes then.
-@pytest.mark.xfail(strict=True, reason="other owners' files still cite REFERENCE / seed ids")
 def test_no_file_cites_private_notes_or_seed_numbers():
   offending = [f"{path.relative_to(ROOT)}:{where}: {line.strip()[:100]}"
                for path in _files() for where, line in _lines(path) if BANNED.search(line)]

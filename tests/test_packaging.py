@@ -14,12 +14,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-# PENDING (lead): spherax/__init__.py still hard-codes "0.1.0"; it should read
-# `__version__ = importlib.metadata.version("spherax")` (pyproject.toml is the one
-# source). strict: once that lands (and the install is refreshed) this XPASSes and fails,
-# so the mark is removed with it.
-@pytest.mark.xfail(spherax.__version__ != PYPROJECT["project"]["version"], strict=True,
-                   reason="spherax.__version__ is not read from the package metadata yet")
 def test_version_is_pyprojects_and_has_a_changelog_entry():
   version = PYPROJECT["project"]["version"]
   assert spherax.__version__ == version

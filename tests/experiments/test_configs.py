@@ -13,7 +13,7 @@ from experiments import configs, models, optimizers, train
 from experiments.configs import seed000_fig2, seed001_table2
 
 _NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn_cropped": 10, "imagenet2012": 1000,
-                "digits": 10}
+                "digits": 10, "mnist1d": 10}
 _IMAGE = {"cifar10": 32, "cifar100": 32, "svhn_cropped": 32, "imagenet2012": 224, "digits": 8}
 
 
@@ -63,11 +63,12 @@ def test_cosine_schedule_warmup_and_floor():
 
 
 def test_seed000_adagradg_matches_theorem_4():
-  lr, hp = seed000_fig2.METHODS["adagradg"]
+  lr, hp = seed000_fig2.METHODS["adagradg_sgd"]
   beta = (1 - 0.01 * 1e-3) ** 4
   np.testing.assert_allclose(hp["decay"], beta)
   np.testing.assert_allclose(lr, (2 * beta) ** -0.5)
-  np.testing.assert_allclose(hp["initial_accumulator_value"], 1 / (2 * 0.01**2 * beta**0.5))
+  r0 = 2.0**0.5  # He-normal start, E||w||² = 2 per filter
+  np.testing.assert_allclose(hp["initial_accumulator_value"], r0**4 / (2 * 0.01**2 * beta**0.5))
 
 
 def test_every_real_model_builds_abstractly():
