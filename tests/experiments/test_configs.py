@@ -77,7 +77,7 @@ def test_every_real_model_builds_abstractly():
   for model, norm, dataset, kwargs in sorted(combos):
     abstract = nnx.eval_shape(lambda: models.create_model(
         model, num_classes=_NUM_CLASSES[dataset], norm=norm, rngs=nnx.Rngs(0),
-        in_channels=1 if dataset == "digits" else 3, **dict(kwargs)))
+        in_channels=1 if dataset in ("digits", "mnist1d") else 3, **dict(kwargs)))
     params = nnx.state(abstract, nnx.Param)
     sizes = [x.size for x in jax.tree.leaves(params)]
     assert sum(sizes) > 0

@@ -31,7 +31,7 @@ def test_commands_name_every_run_by_a_stable_name_with_method_lr_seed():
 def test_bad_run_selection_gives_a_clear_error(capsys):
   for argv, message in (
       (["quick", "--quick", "--index", "99"], "has 9 runs (indices 0..8); got index 99"),
-      (["quick", "--run", "nope/seed0"], "has no run 'nope/seed0'; its runs: adam/seed0"),
+      (["quick", "--run", "nope/seed0"], "has no run 'nope/seed0'; its runs: "),
       (["quick", "--run", "sgdm/seed0", "--config.learnig_rate=1"], "no config key"),
   ):
     with pytest.raises(SystemExit):
@@ -41,6 +41,7 @@ def test_bad_run_selection_gives_a_clear_error(capsys):
 
 def test_config_overrides_parse_as_the_replaced_type():
   cfg = configs.runs("quick")[0]
+  epochs = cfg.epochs
   out = configs.apply_overrides(cfg, {
       "epochs": "3", "learning_rate": "1", "augment": "true", "model_kwargs.width": "4",
       "schedule.boundaries": "(2,)", "hparams": "{'b1': 0.5}", "data_dir": "/data"})
@@ -48,7 +49,7 @@ def test_config_overrides_parse_as_the_replaced_type():
   assert isinstance(out.learning_rate, float)
   assert out.model_kwargs.width == 4 and tuple(out.schedule.boundaries) == (2,)
   assert out.hparams.to_dict() == {"b1": 0.5} and out.data_dir == "/data"
-  assert cfg.epochs == 8  # the original is unchanged
+  assert cfg.epochs == epochs != 3  # the original is unchanged
   with pytest.raises(AttributeError):
     out.learnig_rate = 0.1  # still locked
   with pytest.raises(ValueError, match="boolean"):
