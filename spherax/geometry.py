@@ -72,6 +72,8 @@ __all__ = [
     "view",
     "expand",
     "group_sum",
+    "zeros_stat",
+    "re_conj_mul",
     "abs_sq",
     "dot",
     "dots",
@@ -123,8 +125,38 @@ def group_sum(x: jax.Array, layout: GroupLayout) -> jax.Array:
   return _reduce(view(x, layout), layout)
 
 
-def _re_conj_mul(a: jax.Array, b: jax.Array) -> jax.Array:
-  """``Re(conj(a)·b)`` element-wise (``a·b`` for real arrays)."""
+def zeros_stat(x: jax.Array, layout: GroupLayout | None) -> jax.Array:
+  """Zeros for a statistic of ``x``, in the statistic dtype (:func:`stat_dtype`).
+
+  Per group (``layout.stat_shape``) when ``layout`` is given, else element-wise
+  (``x.shape``). Either way the zeros are placed as the statistic computed from
+  ``x`` is: element-wise like ``x``; per group like :func:`group_sum` of ``x``
+  (under a mesh, replicated over the reduced axes that ``x`` shards and sharded
+  like ``x`` along the kept ones), so an optimizer's state has at ``init`` the
+  sharding that ``update`` gives it.
+
+  >>> import jax.numpy as jnp
+  >>> from spherax import groups
+  >>> x = jnp.ones((3, 2), jnp.bfloat16)
+  >>> layout = groups.GroupLayout(path='w', shape=(3, 2), view_shape=(3, 2), reduce_axes=(0,))
+  >>> s = zeros_stat(x, layout)
+  >>> s.shape, s.dtype, zeros_stat(x, None).shape
+  ((1, 2), dtype('float32'), (3, 2))
+  """
+  dtype = stat_dtype(x)
+  if layout is None:
+    return jnp.zeros_like(x, dtype)
+  return jnp.zeros_like(jax.eval_shape(lambda x: group_sum(x, layout), x), dtype)
+
+
+def re_conj_mul(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``Re(conj(a)·b)`` element-wise (``a·b`` for real arrays): the real inner
+  product of ``C = R²``, the term of every spherax dot product.
+
+  >>> import jax.numpy as jnp
+  >>> re_conj_mul(jnp.array([1 + 2j]), jnp.array([3 - 1j])).tolist()
+  [1.0]
+  """
   if jnp.iscomplexobj(a) or jnp.iscomplexobj(b):
     return jnp.real(a) * jnp.real(b) + jnp.imag(a) * jnp.imag(b)
   return a * b
@@ -137,7 +169,7 @@ def abs_sq(x: jax.Array) -> jax.Array:
   wrong for complex ``g``).
   """
   x = x.astype(compute_dtype(x))
-  return _re_conj_mul(x, x)
+  return re_conj_mul(x, x)
 
 
 def _pow2_scale(x: jax.Array, layout: GroupLayout) -> tuple[jax.Array, jax.Array]:
@@ -165,7 +197,7 @@ def dots(
   """
   dtype = compute_dtype(*(a for pair in pairs for a in pair))
   pairs = [(view(a.astype(dtype), layout), view(b.astype(dtype), layout)) for a, b in pairs]
-  plain = tuple(_reduce(_re_conj_mul(a, b), layout) for a, b in pairs)
+  plain = tuple(_reduce(re_conj_mul(a, b), layout) for a, b in pairs)
   if not safe:
     return plain
 
@@ -178,7 +210,7 @@ def dots(
     out = []
     for (a, b), value in zip(pairs, plain):
       (sa, ia), (sb, ib) = scale(a), scale(b)
-      safe = _reduce(_re_conj_mul(a * sa, b * sb), layout) * ia * ib
+      safe = _reduce(re_conj_mul(a * sa, b * sb), layout) * ia * ib
       out.append(jnp.where(jnp.isfinite(value), value, safe))
     return tuple(out)
 
@@ -194,20 +226,20 @@ def dot(a: jax.Array, b: jax.Array, layout: GroupLayout, *, safe: bool = False) 
 def sqnorm(x: jax.Array, layout: GroupLayout) -> jax.Array:
   """``||x||² = Σ_group |x|²`` per group: one plain pass (it overflows only when its value does)."""
   x = view(x.astype(compute_dtype(x)), layout)
-  return _reduce(_re_conj_mul(x, x), layout)
+  return _reduce(re_conj_mul(x, x), layout)
 
 
 def norm(x: jax.Array, layout: GroupLayout, *, safe: bool = False) -> jax.Array:
   """``||x||`` per group; with ``safe``, right up to the dtype's maximum (module docstring)."""
   x = view(x.astype(compute_dtype(x)), layout)
-  plain = _reduce(_re_conj_mul(x, x), layout)
+  plain = _reduce(re_conj_mul(x, x), layout)
   if not safe:
     return jnp.sqrt(plain)
 
   def rescaled():
     s, inv = _pow2_scale(x, layout)
     xs = x * s
-    safe = jnp.sqrt(_reduce(_re_conj_mul(xs, xs), layout)) * inv
+    safe = jnp.sqrt(_reduce(re_conj_mul(xs, xs), layout)) * inv
     return jnp.where(jnp.isfinite(plain), jnp.sqrt(plain), safe)
 
   return jax.lax.cond(jnp.all(jnp.isfinite(plain)), lambda: jnp.sqrt(plain), rescaled)

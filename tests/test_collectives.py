@@ -42,11 +42,6 @@ _spec = importlib.util.spec_from_file_location(
 )
 contract = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(contract)
-# rv_adam_l2's coupled coefficient is `l2_regularization` (until the registry says so).
-_export, _lr, _kwargs = contract.CONFIGS["rv_adam_l2"]
-if "weight_decay" in _kwargs:
-  _kwargs = {("l2_regularization" if k == "weight_decay" else k): v for k, v in _kwargs.items()}
-  contract.CONFIGS["rv_adam_l2"] = (_export, _lr, _kwargs)
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 8, reason="needs 8 devices (the root conftest sets XLA_FLAGS)"
@@ -63,10 +58,6 @@ LAYOUTS = {
         "dense": ((32, 16), P("data", "model")),
     }),
 }
-# Optimizers of branch core-b whose per-group statistics are initialised with
-# ``jnp.zeros(layout.stat_shape)`` (unsharded), so the step compiled for init's
-# state rejects its own output on the output-sharded leaf.
-CORE_B = {"adagradg", "adamg", "adams", "adamsrt", "adamsrt_parallel", "sgdg"}
 NUM_GROUPS = 16  # every kernel above has 16 output units
 STATS_PER_GROUP = 8
 NUM_STEPS = 2
@@ -129,8 +120,6 @@ def test_collectives_move_only_statistics(name, tree):
     print(f"\n{name} {tree}: largest collective {size} elements: {line[:160]}")
     assert size <= STATS_PER_GROUP * NUM_GROUPS, (
         f"{name} on {tree}: a collective moves {size} elements: {line}")
-    if name in CORE_B:
-      pytest.xfail("fixed on branch core-b: per-group statistics initialised unsharded")
     got, state = _run(compiled, params_s, state0, map(put, grads))
 
   contract.assert_trees_close(got, want, 1e-6, f"{name} on {tree}")

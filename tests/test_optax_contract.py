@@ -64,7 +64,7 @@ CONFIGS = {
     "rv_adamw": ("rv_adamw", 1e-2, dict(b1=0.9, b2=0.99, eps=1e-8, weight_decay=1e-2)),
     "rv_sgdm": ("rv_sgdm", 0.1, dict(momentum=0.9, weight_decay=1e-3)),
     "rv_lion": ("rv_lion", 1e-3, dict(b1=0.9, b2=0.99, weight_decay=1.0)),
-    "rv_adam_l2": ("rv_adam_l2", 1e-2, dict(b1=0.9, b2=0.99, eps=1e-8, weight_decay=1e-3)),
+    "rv_adam_l2": ("rv_adam_l2", 1e-2, dict(b1=0.9, b2=0.99, eps=1e-8, l2_regularization=1e-3)),
 }
 NAMES = sorted(CONFIGS)
 NUM_STEPS = 3
@@ -313,12 +313,17 @@ def test_zero_groups_and_zero_gradients(name):
   assert_finite(params, updates, state)
 
 
-_CORE_A_COUNTS = ("rotational", "rv_adamw", "rv_sgdm", "rv_lion", "rv_adam_l2")
+# The rotational wrapper (and the RV optimizers built on it) keeps the state of its
+# inner `direction` and `nonrotational` transforms, each with its own count
+# (optax.scale_by_adam, scale_by_schedule, ...) beside its own.
+_SEVERAL_COUNTS = ("rotational", "rv_adamw", "rv_sgdm", "rv_lion", "rv_adam_l2")
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(reason="fixed on branch core-a")) if n in _CORE_A_COUNTS
-    else n for n in NAMES])
+    pytest.param(n, marks=pytest.mark.xfail(
+        reason="the state nests the inner direction/nonrotational transforms' own counts: "
+               "optax.tree.get(state, 'count') finds several", strict=True))
+    if n in _SEVERAL_COUNTS else n for n in NAMES])
 def test_one_count_is_the_step(name):
   """``optax.tree.get(state, "count")`` finds exactly one count: the number of steps."""
   opt = make(name, optax.constant_schedule(default_learning_rate(name)))
@@ -333,3 +338,12 @@ def test_every_exported_name_exists():
   missing = [n for n in spherax.__all__ if not hasattr(spherax, n)]
   assert not missing, missing
   assert {export for export, _, _ in CONFIGS.values()} <= set(spherax.__all__)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad", ["0.1", None, (0.1,)], ids=["str", "None", "tuple"])
+def test_bad_learning_rate_fails_at_construction(name, bad):
+  """A learning rate that is neither a number, a scalar array nor a schedule: TypeError."""
+  fn, _, kwargs, _ = _factory(name)
+  with pytest.raises(TypeError, match="learning_rate"):
+    fn(learning_rate=bad, **kwargs)

@@ -42,11 +42,6 @@ _spec = importlib.util.spec_from_file_location(
 )
 contract = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(contract)
-# rv_adam_l2's coupled coefficient is `l2_regularization` (until the registry says so).
-_export, _lr, _kwargs = contract.CONFIGS["rv_adam_l2"]
-if "weight_decay" in _kwargs:
-  _kwargs = {("l2_regularization" if k == "weight_decay" else k): v for k, v in _kwargs.items()}
-  contract.CONFIGS["rv_adam_l2"] = (_export, _lr, _kwargs)
 
 TESTS = (
     "test_init_with_abstract_input",
@@ -82,15 +77,8 @@ def _optax_body(test: str):
       body.__code__, {**body.__globals__, "jax": _Jax("jax")}, body.__name__)
 
 
-# Optimizers of branch core-b whose state loses the params' sharding at init
-# (``jnp.zeros(x.shape, x.dtype)`` in group_moment.py / riemannian.py).
-CORE_B = {"adams", "adamsrt", "adamsrt_parallel", "adamg", "sgdg"}
-
-
 @pytest.mark.parametrize("test", TESTS)
 @pytest.mark.parametrize("name", contract.NAMES)
 def test_optax_sharding_battery(name, test):
-  if name in CORE_B and test == "test_state_sharding_type_init_match_update":
-    pytest.xfail("fixed on branch core-b")
   case = optax_sharding.ShardingTest(f"{test}_adam")
   _optax_body(test)(case, contract.make(name))

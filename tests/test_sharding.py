@@ -39,11 +39,6 @@ _spec = importlib.util.spec_from_file_location(
 )
 contract = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(contract)
-# rv_adam_l2's coupled coefficient is `l2_regularization` (until the registry says so).
-_export, _lr, _kwargs = contract.CONFIGS["rv_adam_l2"]
-if "weight_decay" in _kwargs:
-  _kwargs = {("l2_regularization" if k == "weight_decay" else k): v for k, v in _kwargs.items()}
-  contract.CONFIGS["rv_adam_l2"] = (_export, _lr, _kwargs)
 
 SHAPES = {
     "conv_out": (3, 3, 8, 8),

@@ -37,15 +37,13 @@ Example:
 [0.0, 0.0]
 """
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from spherax._checks import check_beta, check_nonnegative, require_params
+from spherax._checks import check_beta, check_learning_rate, check_nonnegative, require_params
 from spherax import geometry
 from spherax import groups as groups_lib
 
@@ -157,7 +155,8 @@ def adamp(
   Returns:
     A transformation whose ``update`` needs ``params``.
   """
-  for name, value in (("learning_rate", learning_rate), ("eps", eps),
+  check_learning_rate("adamp", learning_rate)
+  for name, value in (("eps", eps),
                       ("weight_decay", weight_decay), ("delta", delta), ("wd_ratio", wd_ratio)):
     check_nonnegative("adamp", name, value)
   check_beta("adamp", "b1", b1)
@@ -228,7 +227,8 @@ def sgdp(
   Returns:
     A transformation whose ``update`` needs ``params``.
   """
-  for name, value in (("learning_rate", learning_rate), ("eps", eps),
+  check_learning_rate("sgdp", learning_rate)
+  for name, value in (("eps", eps),
                       ("weight_decay", weight_decay), ("delta", delta), ("wd_ratio", wd_ratio)):
     check_nonnegative("sgdp", name, value)
   check_beta("sgdp", "momentum", momentum)

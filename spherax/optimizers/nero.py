@@ -41,15 +41,13 @@ Example:
 ([1.0, 1.0], [0.0, 0.0])
 """
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from spherax._checks import check_beta, check_nonnegative, require_params
+from spherax._checks import check_beta, check_learning_rate, check_nonnegative, require_params
 from spherax import geometry
 from spherax import groups as groups_lib
 
@@ -59,11 +57,6 @@ __all__ = ["nero", "NeroState"]
 def _nonzero(start_scale):
   """The reference's fallback: a zero start scale becomes 0.01."""
   return jnp.where(start_scale == 0, 0.01, start_scale)
-
-
-def _re_conj(a, b):
-  """``Re(conj(a) · b)`` (``a · b`` for real arrays)."""
-  return (jnp.conj(a) * b).real
 
 
 class NeroState(NamedTuple):
@@ -93,7 +86,7 @@ def nero(
   Returns:
     A transformation whose ``update`` needs ``params``.
   """
-  check_nonnegative("nero", "learning_rate", learning_rate)
+  check_learning_rate("nero", learning_rate)
   check_beta("nero", "b2", b2)
 
   def layouts_of(params):
@@ -101,13 +94,7 @@ def nero(
 
   def init_fn(params):
     def one(layout, x):
-      dtype = geometry.stat_dtype(x)
-      if layout is None:
-        nu = jnp.zeros_like(x, dtype)
-      else:  # the per-group statistic, sharded as a reduction of x is
-        nu = jnp.zeros_like(
-            jax.eval_shape(lambda x: geometry.group_sum(x, layout), x), dtype)
-      return nu, jnp.zeros([], dtype)
+      return geometry.zeros_stat(x, layout), jnp.zeros([], geometry.stat_dtype(x))
 
     treedef = jax.tree.structure(params)
     pairs = treedef.flatten_up_to(
@@ -137,7 +124,7 @@ def nero(
       if layout is None:
         start_scale = _nonzero(jnp.mean(jnp.abs(xc))).astype(real)
         scale = jnp.where(first, start_scale, scale)
-        nu = b2 * nu + (1 - b2) * _re_conj(gc, gc).astype(real)
+        nu = b2 * nu + (1 - b2) * geometry.abs_sq(gc).astype(real)
         step = lr * scale * geometry.safe_div(gc, jnp.sqrt(nu / debias))
         return (-step).astype(x.dtype), nu, scale
       # Per-group sums only (module docstring): Σx, Σg, ||x||², ||g||², <g, x>.
@@ -149,7 +136,7 @@ def nero(
       e = lambda v: geometry.expand(v, layout)
       if constraints:
         mx, mg = sx / d, sg / d
-        xc_sq = jnp.maximum(xx - _re_conj(mx, sx), 0)   # ||x − μx||²
+        xc_sq = jnp.maximum(xx - geometry.re_conj_mul(mx, sx), 0)   # ||x − μx||²
         a0 = geometry.safe_div(jnp.ones((), real), jnp.sqrt(xc_sq))
         start_scale = jnp.mean(a0 * jnp.sqrt(xc_sq))     # mean ||x0||: 1 per nonzero group
         a = jnp.where(first, a0, 1)
@@ -161,8 +148,8 @@ def nero(
         return (-e(k) * gc).astype(x.dtype), nu, scale
       # center(a x + b − k g) = a (x − μx) − k (g − μg); its squared norm from the
       # sums. k = 0 where v̂ overflowed: its terms are 0, not 0 · inf.
-      gc_xc = geometry.dot(gc, xc, layout) - _re_conj(mg, sx)
-      gc_gc = jnp.maximum(gg - _re_conj(mg, sg), 0)
+      gc_xc = geometry.dot(gc, xc, layout) - geometry.re_conj_mul(mg, sx)
+      gc_gc = jnp.maximum(gg - geometry.re_conj_mul(mg, sg), 0)
       sq = a * a * xc_sq - 2 * a * jnp.where(k == 0, 0, k * gc_xc)
       sq = sq + jnp.where(k == 0, 0, k * k * gc_gc)
       inv = geometry.safe_div(jnp.ones((), real), jnp.sqrt(jnp.maximum(sq, 0)))

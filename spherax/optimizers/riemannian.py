@@ -63,7 +63,7 @@ def _sphere_transform(who, groups, learning_rate, l2, mask, *, has_mu, nu_init, 
     leaves, treedef = jax.tree.flatten(params)
     mu = nu = None
     if has_mu:
-      mu = jax.tree.unflatten(treedef, [jnp.zeros(x.shape, x.dtype) for x in leaves])
+      mu = jax.tree.unflatten(treedef, [jnp.zeros_like(x) for x in leaves])
     if nu_init is not None:
       nu = jax.tree.unflatten(treedef, nu_init(layouts, params))
     return RiemannianState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
@@ -104,7 +104,7 @@ def _sphere_transform(who, groups, learning_rate, l2, mask, *, has_mu, nu_init, 
 def _zeros_nu(layouts, params):
   """AdamG's ``nu``: zeros, per group on grouped leaves, element-wise on the others."""
   return [
-      jnp.zeros(x.shape if layout is None else layout.stat_shape, geometry.stat_dtype(x))
+      geometry.zeros_stat(x, layout)
       for layout, x in zip(layouts, jax.tree.leaves(params))
   ]
 
@@ -378,7 +378,8 @@ def adagradg(
         continue
       value = jnp.asarray(value, geometry.stat_dtype(x))
       try:
-        out.append(jnp.broadcast_to(value, layout.stat_shape))
+        # Broadcast onto zeros placed as the statistic is (sharded like update's nu).
+        out.append(geometry.zeros_stat(x, layout) + jnp.broadcast_to(value, layout.stat_shape))
       except ValueError:
         raise ValueError(
             f"{who}: initial_accumulator_value for '{path}' has shape {value.shape}, "

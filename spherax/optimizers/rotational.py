@@ -33,8 +33,6 @@ Example:
 [5.0, 2.0]
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -42,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from spherax._checks import check_beta, check_nonnegative, check_range, require_params
+from spherax._checks import check_beta, check_learning_rate, check_nonnegative, check_range, require_params
 from spherax.theory import equilibrium
 from spherax.transforms.rotational import rotational_wrapper
 
@@ -57,7 +55,7 @@ __all__ = [
 
 
 def _check_rv(who, learning_rate, weight_decay, rms_decay, decay_name="weight_decay"):
-  check_nonnegative(who, "learning_rate", learning_rate)
+  check_learning_rate(who, learning_rate)
   check_range(who, decay_name, weight_decay, 0.0, low_open=True)
   check_beta(who, "rms_decay", rms_decay)
 
@@ -99,7 +97,7 @@ def rotational(
   >>> bool(jnp.isfinite(updates['w']).all())
   True
   """
-  check_nonnegative("rotational", "learning_rate", learning_rate)
+  check_learning_rate("rotational", learning_rate)
   check_nonnegative("rotational", "weight_decay", weight_decay)
   if nonrotational is None:
     nonrotational = optax.chain(

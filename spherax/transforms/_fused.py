@@ -136,7 +136,7 @@ def fused_moment_transport(
         out_v.append(v)
         continue
       if adam is None:
-        c = jnp.ones(layout.stat_shape, geometry.stat_dtype(x32))
+        c = geometry.zeros_stat(x32, layout) + 1  # ones placed as the statistics are
       else:
         # ||g'||²: a reduction of the raw g, x (g' only inside it: one fast pass).
         v = b2 * v + (1 - b2) * geometry.sqnorm(g32 + lam * x32, layout)

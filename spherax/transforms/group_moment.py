@@ -70,18 +70,10 @@ def scale_by_group_adam(
   def init_fn(params):
     layouts = groups_lib.resolve(groups, params, who=who)
 
-    def zeros_mu(layout, x):
-      del layout
-      return jnp.zeros(x.shape, x.dtype)
-
-    def zeros_nu(layout, x):
-      shape = x.shape if layout is None else layout.stat_shape
-      return jnp.zeros(shape, geometry.stat_dtype(x))
-
     return GroupAdamState(
         count=jnp.zeros([], jnp.int32),
-        mu=groups_lib.tree_map_groups(zeros_mu, layouts, params),
-        nu=groups_lib.tree_map_groups(zeros_nu, layouts, params),
+        mu=optax.tree.zeros_like(params),
+        nu=groups_lib.tree_map_groups(lambda layout, x: geometry.zeros_stat(x, layout), layouts, params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):

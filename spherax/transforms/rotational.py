@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from spherax._checks import check_beta, check_nonnegative, require_params
+from spherax._checks import check_beta, check_learning_rate, check_nonnegative, require_params
 from spherax import geometry
 from spherax import groups as groups_lib
 
@@ -129,7 +129,7 @@ def rotational_wrapper(
   """
   check_beta(who, "rms_decay", rms_decay)
   check_nonnegative(who, "eps", eps)
-  check_nonnegative(who, "learning_rate", learning_rate)
+  check_learning_rate(who, learning_rate)
 
   def layouts_of(params):
     layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
@@ -154,9 +154,7 @@ def rotational_wrapper(
     def stat(layout, x):
       if layout is None:
         return None
-      # Sharded as a reduction of x is (replicated over the reduced axes).
-      return jnp.zeros_like(jax.eval_shape(lambda x: geometry.group_sum(x, layout), x),
-                            geometry.stat_dtype(x))
+      return geometry.zeros_stat(x, layout)
 
     return RotationalState(
         count=jnp.zeros([], jnp.int32),
