@@ -46,21 +46,23 @@ import spherax
 from spherax.theory import equilibrium
 
 __all__ = [
+    "DECAY_MASKS",
     "L2_ARGUMENT",
     "METHODS",
     "Method",
     "build",
     "conv_filter_labels",
+    "decay_kernels_only",
     "predicted_angular_update",
     "predicted_weight_norm",
     "schedule",
 ]
 
 
-def _sgdm(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
+def _sgdm(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False, mask=None):
   """SGD with momentum and coupled L2: ``buf ← μ buf + g + λx``, ``x ← x − η buf``."""
   return optax.chain(
-      optax.add_decayed_weights(weight_decay),
+      optax.add_decayed_weights(weight_decay, mask),
       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
   )
 
@@ -72,10 +74,10 @@ def _sgd(learning_rate, weight_decay=0.0):
   return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate))
 
 
-def _adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
+def _adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, mask=None):
   """Adam with coupled L2 (the reference code's ``weight_decay``)."""
   return optax.chain(
-      optax.add_decayed_weights(weight_decay), optax.adam(learning_rate, b1, b2, eps)
+      optax.add_decayed_weights(weight_decay, mask), optax.adam(learning_rate, b1, b2, eps)
   )
 
 
@@ -227,17 +229,33 @@ def _method(name: str) -> Method:
   return METHODS[name]
 
 
+def decay_kernels_only(params: Any) -> Any:
+  """The decay ``mask`` of timm (followed by Kosson et al. 2024): decay weights with
+  ``ndim >= 2``, not gains and biases."""
+  return jax.tree.map(lambda x: len(x.shape) >= 2, params)
+
+
+DECAY_MASKS = {"kernels": decay_kernels_only}
+
+
 def build(
-    name: str, *, learning_rate, groups=None, **hyperparameters
+    name: str, *, learning_rate, groups=None, decay_mask=None, **hyperparameters
 ) -> optax.GradientTransformation:
   """The optimizer ``name`` with ``learning_rate`` (float or schedule).
 
   ``groups`` goes to the spherical methods (spherax's ``groups=``); the optax
-  baselines have no groups and ignore it.
+  baselines have no groups and ignore it. ``decay_mask`` names an entry of
+  :data:`DECAY_MASKS` (``"kernels"``: no decay on gains and biases), passed on as the
+  optimizer's optax-style ``mask=``.
   """
   method = _method(name)
   if method.takes_groups and groups is not None:
     hyperparameters["groups"] = groups
+  if decay_mask is not None:
+    if decay_mask not in DECAY_MASKS:
+      raise ValueError(f"experiments.optimizers: unknown decay_mask {decay_mask!r}; "
+                       f"known: {sorted(DECAY_MASKS)}")
+    hyperparameters["mask"] = DECAY_MASKS[decay_mask]
   return method.factory(learning_rate=learning_rate, **hyperparameters)
 
 

@@ -27,8 +27,8 @@ App. O unless a comment says otherwise.
   rotation of chosen groups, which neither spherax nor
   :mod:`experiments.optimizers` has.
 
-Weight decay on gains and biases: the paper follows timm (λ = 0 there); these
-configs decay every parameter (spherax's RV wrappers take no decay ``mask`` yet).
+Weight decay on gains and biases: the paper follows timm (λ = 0 there), and so do
+these configs (``decay_mask="kernels"``: only ``ndim ≥ 2`` weights are decayed).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _run(name, *, method, lr, hparams, dataset="cifar10", model="resnet20", norm
       norm=norm,
       method=method,
       learning_rate=lr,
-      hparams=hparams,
+      hparams=dict(hparams, decay_mask="kernels"),  # timm: λ = 0 on gains and biases
       groups=None,
       schedule=dict(schedule or _COSINE),
       epochs=200,

@@ -175,3 +175,20 @@ def test_dagger_rule_adamw_on_filters_adam_elsewhere():
     x, g = np.asarray(params["head"][name]), np.asarray(grads["head"][name])
     np.testing.assert_allclose(updates["head"][name], -lr * np.sign(g + l2 * x), rtol=1e-5,
                                atol=2e-7)
+
+
+def test_decay_mask_kernels_spares_gains_and_biases():
+  """Kosson et al. 2024 follow timm: no weight decay on 1-d leaves. With zero
+  gradients, one AdamW / SGD-M / RV-AdamW step must shrink only the kernel."""
+  params = {"kernel": jnp.ones((3, 4)), "bias": jnp.ones((4,))}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  for name, hp in (("adamw", dict(weight_decay=0.1)), ("sgdm", dict(weight_decay=0.1)),
+                   ("rv_adamw", dict(weight_decay=0.1))):
+    tx = optimizers.build(name, learning_rate=0.1, decay_mask="kernels", **hp)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    assert float(jnp.abs(updates["bias"]).max()) == 0.0, name
+    if name != "rv_adamw":  # RV holds the kernel's norm; its decay acts through rotation
+      assert float(jnp.abs(updates["kernel"]).max()) > 0.0, name
+  assert all(c.hparams.decay_mask == "kernels" for c in configs.runs("seed004_tables"))
+  with pytest.raises(ValueError, match="unknown decay_mask"):
+    optimizers.build("adamw", learning_rate=0.1, decay_mask="everything")
