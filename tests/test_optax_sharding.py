@@ -35,7 +35,12 @@ import types
 import jax
 import pytest
 from packaging.version import Version
-from optax._src import sharding_test as optax_sharding
+
+# optax's sharding battery ships in its wheel from some release after the lowest we
+# support (0.2.5 has none; 0.2.8 has it): skip, saying so, where it is absent.
+optax_sharding = pytest.importorskip(
+    "optax._src.sharding_test",
+    reason="this optax wheel ships no optax/_src/sharding_test.py (0.2.8 does)")
 
 _spec = importlib.util.spec_from_file_location(
     "spherax_test_registry", pathlib.Path(__file__).with_name("test_optax_contract.py")
