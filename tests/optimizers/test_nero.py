@@ -129,21 +129,6 @@ def test_empty_leaves_pass_through():
     assert bool(jnp.isfinite(leaf).all()), state
 
 
-def test_huge_gradients_stay_finite():
-  """|g| ≈ 1e20 (float32 ``||g||²`` overflows): finite, as ``optax.adam`` stays."""
-  rng = np.random.default_rng(0)
-  x = {"w": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32), "b": jnp.ones(4)}
-  opt = spherax.nero(0.01)
-  step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
-      *opt.update(g, s, p)))
-  state = opt.init(x)
-  for t in range(3):
-    g = jax.tree.map(lambda a: jnp.asarray(1e20 * rng.normal(size=a.shape), jnp.float32), x)
-    x, state = step(x, state, g)
-  for leaf in jax.tree.leaves(x):
-    assert bool(jnp.isfinite(leaf).all()), x
-
-
 def test_bfloat16_constraint_holds_over_20k_steps():
   """Centred unit groups in bfloat16 over 20k steps of random gradients (one
   jitted scan): the norm stays 1 and the mean 0 to a few bf16 ulps, measured

@@ -246,22 +246,6 @@ def test_bfloat16_frozen_norm_holds_over_20k_steps(center):
     assert np.max(np.abs(xv.mean(0)) / n) <= 1e-2 / np.sqrt(xv.shape[0])
 
 
-@pytest.mark.parametrize("factory", [spherax.rv_adamw, spherax.rv_lion])
-def test_huge_gradients_stay_finite(factory):
-  """|g| ≈ 1e20 (float32 squares overflow): finite, as ``optax.adam`` stays."""
-  rng = np.random.default_rng(0)
-  x = {"w": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32), "b": jnp.ones(4)}
-  opt = factory(1e-2, weight_decay=0.1)
-  step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(
-      *opt.update(g, s, p)))
-  state = opt.init(x)
-  for _ in range(3):
-    g = jax.tree.map(lambda a: jnp.asarray(1e20 * rng.normal(size=a.shape), jnp.float32), x)
-    x, state = step(x, state, g)
-  for leaf in jax.tree.leaves(x):
-    assert bool(jnp.isfinite(leaf).all()), x
-
-
 def test_mask_leaves_are_not_rotational_and_not_decayed():
   """``mask`` False: the leaf gets the plain optimizer's update without decay."""
   rng = np.random.default_rng(2)
