@@ -18,6 +18,7 @@ from spherax.optimizers.adamsrt import adams, adamsrt, sgdmrt
 from spherax.optimizers.nero import nero
 from spherax.optimizers.riemannian import adagradg, adamg, sgdg
 from spherax.optimizers.rotational import rotational, rv_adam_l2, rv_adamw, rv_lion, rv_sgdm
+from spherax.transforms import leafwise as _leafwise  # noqa: F401  (spherax.transforms.leafwise: the driver)
 from spherax.transforms.center import center
 from spherax.transforms.group_moment import scale_by_group_adam
 from spherax.transforms.lr_drop_rescale import rescale_norms_on_lr_drop
