@@ -62,10 +62,10 @@ def _adamsrt(learning_rate, b1, b2, eps, l2_regularization, mask, group_moment, 
     layout, lr = step.layout, step.learning_rate
     dtype = geometry.compute_dtype(x, g, mu)
     x = x.astype(dtype)
-    g = g.astype(dtype) + (l2_regularization if step.decayed else 0.0) * x
     per_group = layout is not None and group_moment
-    mu, nu, c = group_adam_moments(layout if group_moment else None, g, mu, nu, b1, b2, eps,
-                                   step.count)
+    mu, nu, c = group_adam_moments(
+        layout if group_moment else None, g.astype(dtype), mu, nu, b1, b2, eps, step.count,
+        l2=l2_regularization if step.decayed else 0.0, x=x)
     s = geometry.expand(c, layout) * mu if per_group else c * mu
     if not moved or layout is None or layout.group_size < 2:
       return -lr * s, mu, nu
@@ -185,8 +185,9 @@ def sgdmrt(
   SGD counterpart of AdamSRT in Roburin et al., ICLR 2021 submission, §4).
 
   ``g ← g + λx``, ``buf ← μ buf + g``, ``x' = x − η buf``, then per group
-  ``buf ← (<x, x'> buf − <buf, x'> x)/||x'||²`` (0 where ``x' = 0``; the
-  reference has no ε), or ``buf ← <u, u'> buf − <buf, u'> u`` without
+  ``buf ← (<x, x'> buf − <buf, x'> x)/||x'||²`` (0 where ``x' = 0``, and where
+  ``||x'||²`` overflows, see :func:`spherax.transforms.transport.moved_moment_coefficients`;
+  the reference has no ε), or ``buf ← <u, u'> buf − <buf, u'> u`` without
   ``rescale``. Ungrouped leaves and one-element groups: SGD-M with coupled L2.
 
   Args:

@@ -27,14 +27,17 @@ class GroupAdamState(NamedTuple):
   nu: Any
 
 
-def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count):
+def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count, *, l2=0.0, x=None):
   """One leaf's AdamS moments: ``(mu', nu', c)`` with the direction ``c·mu'``.
 
   ``mu' = β1 mu + (1 − β1) g``; on a group of ``d`` elements (``layout``)
   ``nu' = β2 nu + (1 − β2) ||g||²`` and ``c = sqrt(d) / ((1 − β1^t)(sqrt(nu'/(1 − β2^t)) + ε))``,
   one scalar per group (``stat_shape``); for ``layout=None`` element-wise
   (``|g|²``, ``d = 1``): Adam. ``c = 0`` where the denominator is 0 (never NaN).
-  ``g`` is in the compute dtype; ``count`` is ``t``, from 1.
+  ``g`` is in the compute dtype; ``count`` is ``t``, from 1. With ``x``, the
+  gradient is ``g + λx`` (coupled L2, ``λ = l2``), written into each moment
+  (``(1 − β1)λ x`` in ``mu'``) rather than formed once: XLA:CPU would otherwise
+  write ``g + λx`` to memory for its two consumers.
 
   >>> import jax.numpy as jnp
   >>> mu, nu, c = group_adam_moments(None, jnp.array([2.0]), jnp.zeros(1), jnp.zeros(1),
@@ -43,6 +46,9 @@ def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count):
   [1.0]
   """
   mu = b1 * mu.astype(g.dtype) + (1 - b1) * g
+  if x is not None:
+    mu = mu + ((1 - b1) * l2) * x
+    g = g + l2 * x
   bc1, bc2 = 1 - b1**count, 1 - b2**count
   if layout is None:
     nu = b2 * nu + (1 - b2) * geometry.abs_sq(g)
@@ -50,7 +56,9 @@ def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count):
   else:
     nu = b2 * nu + (1 - b2) * geometry.sqnorm(g, layout)
     d = jnp.sqrt(jnp.asarray(layout.group_size, nu.dtype))
-  return mu, nu, geometry.safe_div(d, jnp.sqrt(nu / bc2) + eps) / bc1
+  den = jnp.sqrt(nu / bc2) + eps
+  nonzero = den != 0
+  return mu, nu, jnp.where(nonzero, d / bc1, 0) / jnp.where(nonzero, den, 1)
 
 
 def scale_by_group_adam(

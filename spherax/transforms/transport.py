@@ -188,14 +188,20 @@ def moved_moment_coefficients(xx, xs, ss, mx, ms, lr, kind, rescale, eps):
   new_sq = new_sqnorm(xx, xs, ss, lr)
   x_new = xx - lr * xs  # <x, x'>
   m_new = mx - lr * ms  # <m, x'>
-  ratio = geometry.safe_div(xx, new_sq + eps)
+  finite = jnp.isfinite(new_sq)  # else inf/inf: the moment is reset (see above)
+
+  def ratio_of(num, den):  # num/den where den != 0 and ||x'||² is finite, else 0
+    ok = finite & (den != 0)
+    return jnp.where(ok, num, 0) / jnp.where(ok, den, 1)
+
+  ratio = ratio_of(xx, new_sq + eps)
+  if kind == "reference":  # one division per coefficient, the step's last operation
+    den = new_sq + eps if rescale else jnp.sqrt(xx) * jnp.sqrt(new_sq)
+    return ratio_of(x_new, den), ratio_of(-m_new, den), jnp.zeros_like(xx), ratio
   k = jnp.sqrt(ratio) if rescale else jnp.ones_like(xx)
   r, r_new = jnp.sqrt(xx), jnp.sqrt(new_sq)
   zero = jnp.zeros_like(xx)
-  if kind == "reference":
-    den = new_sq + eps if rescale else r * r_new
-    coefs = geometry.safe_div(x_new, den), -geometry.safe_div(m_new, den), zero
-  elif kind == "parallel":
+  if kind == "parallel":
     radial = geometry.safe_div(mx, xx)  # m⊥ = m − radial·x
     perp_new = m_new - radial * x_new  # <m⊥, x'>
     cos = geometry.safe_div(x_new, r * r_new)
@@ -205,8 +211,7 @@ def moved_moment_coefficients(xx, xs, ss, mx, ms, lr, kind, rescale, eps):
     coefs = k, -k * (radial + c * (inv_r + inv_r_new)), k * c * lr * inv_r_new
   else:
     coefs = k, zero, zero
-  finite = jnp.isfinite(new_sq)  # else inf/inf: the moment is reset (see above)
-  return (*(jnp.where(finite, coef, 0) for coef in coefs), jnp.where(finite, ratio, 0))
+  return (*(jnp.where(finite, coef, 0) for coef in coefs), ratio)
 
 
 def moved_along_coefficients(layout, x, m, c, lr, kind, rescale, eps):
@@ -223,7 +228,7 @@ def moved_along_coefficients(layout, x, m, c, lr, kind, rescale, eps):
   ms = jnp.where(c == 0, 0, c * mm)  # <m, s>, not 0·inf
   a, b, gamma, ratio = moved_moment_coefficients(
       xx, c * xm, jnp.where(c == 0, 0, c * ms), xm, ms, lr, kind, rescale, eps)
-  return a + gamma * c, b, ratio
+  return (a + gamma * c if kind == "parallel" else a), b, ratio  # gamma = 0 otherwise
 
 
 def move_moments(layout, x, s, ms, vs, lr, kind, rescale, eps):

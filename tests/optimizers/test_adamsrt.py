@@ -233,6 +233,9 @@ COMPOSITIONS = {
     "adamsrt": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, l2_regularization=WD), _group_adam_then),
     "parallel": (lambda lr: spherax.adamsrt(lr, B1, B2, EPS, l2_regularization=WD, transport="parallel"),
                  lambda lr: _group_adam_then(lr, kind="parallel")),
+    "elementwise_nu": (
+        lambda lr: spherax.adamsrt(lr, B1, B2, EPS, l2_regularization=WD, group_moment=False),
+        lambda lr: spherax.transport_moments(optax.scale_by_adam(B1, B2, EPS), lr, eps=EPS)),
     "sgdmrt": (lambda lr: spherax.sgdmrt(lr, 0.9, l2_regularization=WD),
                lambda lr: spherax.transport_moments(
                    optax.trace(0.9), lr, first_moments=("trace",), second_moments=())),
