@@ -240,11 +240,12 @@ def move_moments(layout, x, s, ms, vs, lr, kind, rescale, eps):
   """
   dtype = geometry.compute_dtype(x, s, *ms)
   x, s = x.astype(dtype), s.astype(dtype)
-  out_m, ratio = [], None
+  xx, xs, ss = geometry.dots([(x, x), (x, s), (s, s)], layout)
+  out_m = []
   for m in ms:
     mm = m.astype(dtype)
-    xx, xs, ss, mx, m_s = geometry.dots([(x, x), (x, s), (s, s), (mm, x), (mm, s)], layout)
-    coef_m, coef_x, coef_s, ratio = moved_moment_coefficients(
+    mx, m_s = geometry.dots([(mm, x), (mm, s)], layout)
+    coef_m, coef_x, coef_s, _ = moved_moment_coefficients(
         xx, xs, ss, mx, m_s, lr, kind, rescale, eps)
     new = (
         geometry.expand(coef_m, layout) * mm
@@ -254,9 +255,8 @@ def move_moments(layout, x, s, ms, vs, lr, kind, rescale, eps):
     out_m.append(new.astype(m.dtype))
   if not rescale:
     return out_m, list(vs)
-  if ratio is None:  # no first moment: the ratio from x and s alone
-    xx, xs, ss = geometry.dots([(x, x), (x, s), (s, s)], layout)
-    ratio = geometry.safe_div(xx, new_sqnorm(xx, xs, ss, lr) + eps)
+  zero = jnp.zeros_like(xx)  # the ratio does not depend on the moment's dot products
+  ratio = moved_moment_coefficients(xx, xs, ss, zero, zero, lr, kind, rescale, eps)[3]
   out_v = [
       (v * (ratio if v.shape == layout.stat_shape else geometry.expand(ratio, layout))).astype(v.dtype)
       for v in vs
