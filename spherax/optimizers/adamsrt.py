@@ -2,15 +2,16 @@
 
 Roburin, de Mont-Marin, Bursuc, Marlet, Pérez, Aubry, *A spherical analysis of
 Adam with Batch Normalization*, ICLR 2021 submission (OpenReview), §4, and the
-authors' released AdamSRT code. Each optimizer is defined as a short chain:
-coupled L2 (``g ← g + λx``, ``optax.add_decayed_weights(λ, mask)``), then the
-moment transform wrapped by :func:`spherax.transport_moments`, which owns the
-learning rate because transporting the moments needs the new point
-``x' = x − η s`` (AdamS: no transport and no rescale). With per-group second
-moments the returned transformation has that chain's state but computes its
-update in one pass (:mod:`spherax.transforms._fused`: every per-group statistic
-from dot products of the raw ``g``, ``x``, ``m``), which is several times faster
-on CPU; the results agree to rounding. The state has one ``count``, the step.
+authors' released AdamSRT code. Each optimizer is one per-leaf rule run by
+:func:`spherax.transforms.leafwise.leafwise`: coupled L2 (``g ← g + λx``), the
+moments (:func:`spherax.transforms.group_moment.group_adam_moments`, or SGD-M's
+buffer), the step ``x' = x − η c m`` (``c`` one scalar per group), then the
+moment moved to ``x'`` and the second moment rescaled by the coefficients of
+:func:`spherax.transforms.transport.moved_along_coefficients`, the algebra
+:func:`spherax.transport_moments` also uses. Every per-group statistic
+(``||g||²``, ``||x||²``, ``<x, m'>``, ``||m'||²``) is a reduction of the
+arrays the moment is computed from, in one pass; the post-step ones
+(``||x'||²``, ``<x, x'>``, ``<m', x'>``) follow in closed form.
 
 The L2 term is *coupled* (added to the gradient, then adapted by the second
 moment), as in the papers' Adam + L2 baselines: hence ``l2_regularization``, not
@@ -18,16 +19,26 @@ moment), as in the papers' Adam + L2 baselines: hence ``l2_regularization``, not
 """
 
 
-from typing import Any
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import optax
 
-from spherax.transforms._fused import fused_moment_transport
+from spherax import geometry
 from spherax._checks import check_beta, check_learning_rate, check_nonnegative
-from spherax.transforms.group_moment import scale_by_group_adam
-from spherax.transforms.transport import transport_moments
+from spherax.transforms.group_moment import GroupAdamState, group_adam_moments
+from spherax.transforms.leafwise import leafwise
+from spherax.transforms.transport import move_moments, moved_along_coefficients
 
-__all__ = ["adams", "adamsrt", "sgdmrt"]
+__all__ = ["SGDMRTState", "adams", "adamsrt", "sgdmrt"]
+
+
+class SGDMRTState(NamedTuple):
+  """``count``: the step; ``trace``: the momentum buffer (leaf dtype), kept at the current point."""
+
+  count: jax.Array
+  trace: Any
 
 
 def _adamsrt(learning_rate, b1, b2, eps, l2_regularization, mask, group_moment, transport,
@@ -41,18 +52,32 @@ def _adamsrt(learning_rate, b1, b2, eps, l2_regularization, mask, group_moment, 
   check_beta(who, "b1", b1)
   check_beta(who, "b2", b2)
   check_nonnegative(who, "eps", eps)
-  moments = (scale_by_group_adam(b1, b2, eps, groups=groups) if group_moment
-             else optax.scale_by_adam(b1, b2, eps))
-  step = transport_moments(
-      moments, learning_rate, kind=transport, rescale=rescale, eps=eps, groups=groups, who=who)
-  composition = optax.chain(optax.add_decayed_weights(l2_regularization, mask), step)
-  if not group_moment:  # element-wise second moments: nothing to fuse with
-    return composition
-  return fused_moment_transport(
-      composition, learning_rate, first="mu", decay=b1, gain=1 - b1, adam=(b2, eps),
-      l2_regularization=l2_regularization, mask=mask, kind=transport, rescale=rescale,
-      eps=eps, groups=groups, who=who,
-  )
+  moved = transport is not None or rescale
+
+  def init_leaf(layout, x):
+    nu = geometry.zeros_stat(x, layout if group_moment else None)
+    return jnp.zeros_like(x), nu
+
+  def update_leaf(step, x, g, mu, nu):
+    layout, lr = step.layout, step.learning_rate
+    dtype = geometry.compute_dtype(x, g, mu)
+    x = x.astype(dtype)
+    per_group = layout is not None and group_moment
+    mu, nu, c = group_adam_moments(
+        layout if group_moment else None, g.astype(dtype), mu, nu, b1, b2, eps, step.count,
+        l2=l2_regularization if step.decayed else 0.0, x=x)
+    s = geometry.expand(c, layout) * mu if per_group else c * mu
+    if not moved or layout is None or layout.group_size < 2:
+      return -lr * s, mu, nu
+    if not per_group:  # element-wise second moment: the step is not c·m with c per group
+      (mu,), (nu,) = move_moments(layout, x, s, [mu], [nu], lr, transport, rescale, eps)
+      return -lr * s, mu, nu
+    a, b, ratio = moved_along_coefficients(layout, x, mu, c, lr, transport, rescale, eps)
+    moved_mu = geometry.expand(a, layout) * mu + geometry.expand(b, layout) * x
+    return -lr * s, moved_mu, nu * ratio if rescale else nu
+
+  return leafwise(who, GroupAdamState, init_leaf, update_leaf, learning_rate=learning_rate,
+                  groups=groups, mask=mask)
 
 
 def adamsrt(
@@ -160,8 +185,9 @@ def sgdmrt(
   SGD counterpart of AdamSRT in Roburin et al., ICLR 2021 submission, §4).
 
   ``g ← g + λx``, ``buf ← μ buf + g``, ``x' = x − η buf``, then per group
-  ``buf ← (<x, x'> buf − <buf, x'> x)/||x'||²`` (0 where ``x' = 0``; the
-  reference has no ε), or ``buf ← <u, u'> buf − <buf, u'> u`` without
+  ``buf ← (<x, x'> buf − <buf, x'> x)/||x'||²`` (0 where ``x' = 0``, and where
+  ``||x'||²`` overflows, see :func:`spherax.transforms.transport.moved_moment_coefficients`;
+  the reference has no ε), or ``buf ← <u, u'> buf − <buf, u'> u`` without
   ``rescale``. Ungrouped leaves and one-element groups: SGD-M with coupled L2.
 
   Args:
@@ -186,15 +212,21 @@ def sgdmrt(
   check_learning_rate(who, learning_rate)
   check_beta(who, "momentum", momentum)
   check_nonnegative(who, "l2_regularization", l2_regularization)
-  composition = optax.chain(
-      optax.add_decayed_weights(l2_regularization, mask),
-      transport_moments(
-          optax.trace(decay=momentum), learning_rate, kind="reference", rescale=rescale,
-          first_moments=("trace",), second_moments=(), groups=groups, who=who,
-      ),
-  )
-  return fused_moment_transport(
-      composition, learning_rate, first="trace", decay=momentum, gain=1.0, adam=None,
-      l2_regularization=l2_regularization, mask=mask, kind="reference", rescale=rescale,
-      eps=0.0, groups=groups, who=who,
-  )
+
+  def init_leaf(layout, x):
+    del layout
+    return (jnp.zeros_like(x),)
+
+  def update_leaf(step, x, g, trace):
+    layout, lr = step.layout, step.learning_rate
+    dtype = geometry.compute_dtype(x, g, trace)
+    x = x.astype(dtype)
+    g = g.astype(dtype) + (l2_regularization if step.decayed else 0.0) * x
+    buf = momentum * trace.astype(dtype) + g
+    if layout is None or layout.group_size < 2:
+      return -lr * buf, buf
+    a, b, _ = moved_along_coefficients(layout, x, buf, 1.0, lr, "reference", rescale, 0.0)
+    return -lr * buf, geometry.expand(a, layout) * buf + geometry.expand(b, layout) * x
+
+  return leafwise(who, SGDMRTState, init_leaf, update_leaf, learning_rate=learning_rate,
+                  groups=groups, mask=mask)

@@ -13,17 +13,52 @@ import optax
 from spherax._checks import check_beta, check_nonnegative
 from spherax import geometry, groups as groups_lib
 
-__all__ = ["GroupAdamState", "scale_by_group_adam"]
+__all__ = ["GroupAdamState", "group_adam_moments", "scale_by_group_adam"]
 
 
 class GroupAdamState(NamedTuple):
-  """``mu``: element-wise first moment (leaf dtype); ``nu``: second moment, one
-  scalar per group (``stat_shape``) for grouped leaves and element-wise for
-  ungrouped ones, in float32 (float64 for float64 leaves)."""
+  """``count``: the step; ``mu``: element-wise first moment (leaf dtype); ``nu``:
+  second moment, one scalar per group (``stat_shape``) for grouped leaves and
+  element-wise for ungrouped ones, in float32 (float64 for float64 leaves).
+  Also the state of :func:`spherax.adams` and :func:`spherax.adamsrt`."""
 
   count: jax.Array
   mu: Any
   nu: Any
+
+
+def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count, *, l2=0.0, x=None):
+  """One leaf's AdamS moments: ``(mu', nu', c)`` with the direction ``c·mu'``.
+
+  ``mu' = β1 mu + (1 − β1) g``; on a group of ``d`` elements (``layout``)
+  ``nu' = β2 nu + (1 − β2) ||g||²`` and ``c = sqrt(d) / ((1 − β1^t)(sqrt(nu'/(1 − β2^t)) + ε))``,
+  one scalar per group (``stat_shape``); for ``layout=None`` element-wise
+  (``|g|²``, ``d = 1``): Adam. ``c = 0`` where the denominator is 0 (never NaN).
+  ``g`` is in the compute dtype; ``count`` is ``t``, from 1. With ``x``, the
+  gradient is ``g + λx`` (coupled L2, ``λ = l2``), written into each moment
+  (``(1 − β1)λ x`` in ``mu'``) rather than formed once: XLA:CPU would otherwise
+  write ``g + λx`` to memory for its two consumers.
+
+  >>> import jax.numpy as jnp
+  >>> mu, nu, c = group_adam_moments(None, jnp.array([2.0]), jnp.zeros(1), jnp.zeros(1),
+  ...                                0.9, 0.99, 0.0, jnp.int32(1))
+  >>> jnp.round(c * mu, 4).tolist()                   # Adam's first step: sign(g)
+  [1.0]
+  """
+  mu = b1 * mu.astype(g.dtype) + (1 - b1) * g
+  if x is not None:
+    mu = mu + ((1 - b1) * l2) * x
+    g = g + l2 * x
+  bc1, bc2 = 1 - b1**count, 1 - b2**count
+  if layout is None:
+    nu = b2 * nu + (1 - b2) * geometry.abs_sq(g)
+    d = jnp.ones((), nu.dtype)
+  else:
+    nu = b2 * nu + (1 - b2) * geometry.sqnorm(g, layout)
+    d = jnp.sqrt(jnp.asarray(layout.group_size, nu.dtype))
+  den = jnp.sqrt(nu / bc2) + eps
+  nonzero = den != 0
+  return mu, nu, jnp.where(nonzero, d / bc1, 0) / jnp.where(nonzero, den, 1)
 
 
 def scale_by_group_adam(
@@ -80,23 +115,12 @@ def scale_by_group_adam(
     del params, extra_args
     layouts = groups_lib.resolve(groups, updates, who=who)
     count = optax.safe_increment(state.count)
-    bc1 = 1 - b1**count
-    bc2 = 1 - b2**count
 
     def step(layout, g, mu, nu):
-      dtype = geometry.compute_dtype(g, mu, nu)
-      g32 = g.astype(dtype)
-      mu = b1 * mu.astype(dtype) + (1 - b1) * g32
-      if layout is None:
-        nu = b2 * nu + (1 - b2) * geometry.abs_sq(g32)
-        scale = geometry.safe_div(jnp.ones((), nu.dtype), jnp.sqrt(nu / bc2) + eps)
-      else:
-        nu = b2 * nu + (1 - b2) * geometry.sqnorm(g32, layout)
-        d = layout.group_size
-        scale = geometry.expand(
-            geometry.safe_div(jnp.sqrt(d).astype(nu.dtype), jnp.sqrt(nu / bc2) + eps), layout
-        )
-      return (mu / bc1 * scale).astype(g.dtype), mu, nu
+      g32 = g.astype(geometry.compute_dtype(g, mu, nu))
+      mu, nu, c = group_adam_moments(layout, g32, mu, nu, b1, b2, eps, count)
+      scale = c if layout is None else geometry.expand(c, layout)
+      return (scale * mu).astype(g.dtype), mu, nu
 
     out = groups_lib.tree_map_groups(step, layouts, updates, state.mu, state.nu)
     treedef = jax.tree.structure(updates)

@@ -149,7 +149,7 @@ def transport_moments(
         continue
       ms = [f[i] for f in firsts]
       vs = [v[i] for v in seconds]
-      ms, vs = _move(layout, x, s, ms, vs, lr, kind, rescale, eps)
+      ms, vs = move_moments(layout, x, s, ms, vs, lr, kind, rescale, eps)
       for f, m in zip(firsts, ms):
         f[i] = m
       for v_list, v in zip(seconds, vs):
@@ -177,19 +177,30 @@ def moved_moment_coefficients(xx, xs, ss, mx, ms, lr, kind, rescale, eps):
   Everything follows from five dot products at the current point (``xx = ||x||²``,
   ``xs = <x, s>``, ``ss = ||s||²``, ``mx = <m, x>``, ``ms = <m, s>``):
   ``||x'||² = xx − 2η xs + η² ss``, ``<x, x'> = xx − η xs``, ``<m, x'> = mx − η ms``;
-  ``ratio = ||x||² / (||x'||² + ε)`` rescales the second moments. Shared by
-  :func:`transport_moments` and the fused optimizers of :mod:`spherax.transforms._fused`.
+  ``ratio = ||x||² / (||x'||² + ε)`` rescales the second moments.
+
+  Where ``||x'||²`` overflows (a step of ``~1e19`` per entry in float32, which
+  the reference formula turns into ``inf/inf``) the coefficients are 0: the
+  moment is reset, as ``optax.adam``'s step is 0 where its second moment
+  overflows; the exact moved moment there is of size ``~||x||/η``, negligible
+  next to the moment ``~||x' − x||/η`` whose step overflowed.
   """
   new_sq = new_sqnorm(xx, xs, ss, lr)
   x_new = xx - lr * xs  # <x, x'>
   m_new = mx - lr * ms  # <m, x'>
-  ratio = geometry.safe_div(xx, new_sq + eps)
+  finite = jnp.isfinite(new_sq)  # else inf/inf: the moment is reset (see above)
+
+  def ratio_of(num, den):  # num/den where den != 0 and ||x'||² is finite, else 0
+    ok = finite & (den != 0)
+    return jnp.where(ok, num, 0) / jnp.where(ok, den, 1)
+
+  ratio = ratio_of(xx, new_sq + eps)
+  if kind == "reference":  # one division per coefficient, the step's last operation
+    den = new_sq + eps if rescale else jnp.sqrt(xx) * jnp.sqrt(new_sq)
+    return ratio_of(x_new, den), ratio_of(-m_new, den), jnp.zeros_like(xx), ratio
   k = jnp.sqrt(ratio) if rescale else jnp.ones_like(xx)
   r, r_new = jnp.sqrt(xx), jnp.sqrt(new_sq)
   zero = jnp.zeros_like(xx)
-  if kind == "reference":
-    den = new_sq + eps if rescale else r * r_new
-    return geometry.safe_div(x_new, den), -geometry.safe_div(m_new, den), zero, ratio
   if kind == "parallel":
     radial = geometry.safe_div(mx, xx)  # m⊥ = m − radial·x
     perp_new = m_new - radial * x_new  # <m⊥, x'>
@@ -197,24 +208,45 @@ def moved_moment_coefficients(xx, xs, ss, mx, ms, lr, kind, rescale, eps):
     c = geometry.safe_div(geometry.safe_div(perp_new, r_new), 1 + cos)
     # k [m⊥ − c (x/r + (x − η s)/r')].
     inv_r, inv_r_new = geometry.safe_div(1.0, r), geometry.safe_div(1.0, r_new)
-    return k, -k * (radial + c * (inv_r + inv_r_new)), k * c * lr * inv_r_new, ratio
-  return k, zero, zero, ratio
+    coefs = k, -k * (radial + c * (inv_r + inv_r_new)), k * c * lr * inv_r_new
+  else:
+    coefs = k, zero, zero
+  return (*(jnp.where(finite, coef, 0) for coef in coefs), ratio)
 
 
-def _move(layout, x, s, ms, vs, lr, kind, rescale, eps):
-  """The transported first moments ``ms`` and rescaled second moments ``vs`` of one leaf."""
+def moved_along_coefficients(layout, x, m, c, lr, kind, rescale, eps):
+  """Per-group ``(a, b, ratio)``: the moment ``m`` moved to ``x' = x − η c m`` is ``a m + b x``.
+
+  The step is the moment itself times one scalar per group ``c`` (AdamS's
+  ``sqrt(d)/((1 − β1^t)(sqrt(v̂) + ε))``, SGD-M's 1), so the five dot products of
+  :func:`moved_moment_coefficients` come from three reductions of ``x`` and ``m``
+  (``<x, s> = c<x, m>``, ``||s||² = c²||m||²``, ``<m, s> = c||m||²``), all in one
+  pass over the arrays ``x`` and ``m`` are computed from. A zero ``c`` (an
+  overflowed second moment) is a zero step even where ``||m||²`` overflowed.
+  """
+  xx, xm, mm = geometry.dots([(x, x), (x, m), (m, m)], layout)
+  ms = jnp.where(c == 0, 0, c * mm)  # <m, s>, not 0·inf
+  a, b, gamma, ratio = moved_moment_coefficients(
+      xx, c * xm, jnp.where(c == 0, 0, c * ms), xm, ms, lr, kind, rescale, eps)
+  return (a + gamma * c if kind == "parallel" else a), b, ratio  # gamma = 0 otherwise
+
+
+def move_moments(layout, x, s, ms, vs, lr, kind, rescale, eps):
+  """The first moments ``ms`` moved to ``x' = x − η s`` and the second moments ``vs``
+  rescaled (``rescale``) on one leaf: the step of :func:`transport_moments`.
+
+  ``vs`` are per group (``layout.stat_shape``) or element-wise. Ungrouped leaves and
+  one-element groups are not to be passed (their moments stay as they are).
+  """
   dtype = geometry.compute_dtype(x, s, *ms)
   x, s = x.astype(dtype), s.astype(dtype)
-  xx = geometry.sqnorm(x, layout)
-  xs = geometry.dot(x, s, layout)
-  ss = geometry.sqnorm(s, layout)
+  xx, xs, ss = geometry.dots([(x, x), (x, s), (s, s)], layout)
   out_m = []
   for m in ms:
     mm = m.astype(dtype)
+    mx, m_s = geometry.dots([(mm, x), (mm, s)], layout)
     coef_m, coef_x, coef_s, _ = moved_moment_coefficients(
-        xx, xs, ss, geometry.dot(mm, x, layout), geometry.dot(mm, s, layout),
-        lr, kind, rescale, eps,
-    )
+        xx, xs, ss, mx, m_s, lr, kind, rescale, eps)
     new = (
         geometry.expand(coef_m, layout) * mm
         + geometry.expand(coef_x, layout) * x
@@ -223,7 +255,8 @@ def _move(layout, x, s, ms, vs, lr, kind, rescale, eps):
     out_m.append(new.astype(m.dtype))
   if not rescale:
     return out_m, list(vs)
-  ratio = geometry.safe_div(xx, new_sqnorm(xx, xs, ss, lr) + eps)
+  zero = jnp.zeros_like(xx)  # the ratio does not depend on the moment's dot products
+  ratio = moved_moment_coefficients(xx, xs, ss, zero, zero, lr, kind, rescale, eps)[3]
   out_v = [
       (v * (ratio if v.shape == layout.stat_shape else geometry.expand(ratio, layout))).astype(v.dtype)
       for v in vs

@@ -133,3 +133,21 @@ def test_extra_args_reach_an_inner_without_extra_args_support():
   plain, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_array_equal(with_loss["w"], plain["w"])
   np.testing.assert_array_equal(with_loss["w"], [[0.0], [-1.0]])
+
+
+@pytest.mark.parametrize("kind, rescale", [("reference", True), ("reference", False), ("parallel", True), (None, True)])
+def test_overflowing_new_point_resets_the_moment_and_keeps_the_other_groups(kind, rescale):
+  """A step ~1e19 per entry makes ||x'||² overflow float32 (the reference formula is
+  inf/inf): that group's moment and ratio are 0, finite; the other group is unchanged."""
+  s = S.copy()
+  s[:, 0] *= 1e20
+  params = {"w": jnp.asarray(X, jnp.float32), "b": jnp.zeros(2)}
+  tx = spherax.transport_moments(_fixed_inner(M_RAW), LR, kind=kind, rescale=rescale, eps=EPS)
+  _, state = tx.update({"w": jnp.asarray(s, jnp.float32), "b": jnp.ones(2)}, tx.init(params), params)
+  mu, nu = np.asarray(state.inner.mu["w"]), np.asarray(state.inner.nu["w"])
+  assert np.all(np.isfinite(mu)) and np.all(np.isfinite(nu))
+  np.testing.assert_array_equal(mu[:, 0], 0.0)
+  if rescale:
+    assert nu[0, 0] == 0.0
+  _, plain, _ = _run(M_RAW, kind=kind, rescale=rescale)  # the same leaf without the huge column
+  np.testing.assert_allclose(mu[:, 1:], np.asarray(plain.mu["w"])[:, 1:], rtol=1e-5, atol=1e-6)
