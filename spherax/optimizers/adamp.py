@@ -22,7 +22,9 @@ projected; ``x ← x (1 − η λ w) − η/(1−β1^t) · p`` (``w`` = ``wd_rat
 ``m``, ``v`` are Adam's, never projected). SGDP: ``buf ← μ buf + g``,
 ``p = buf`` (Nesterov ``g + μ buf``), projected; without Nesterov the projected
 ``p`` is the stored buffer (the reference projects the buffer in place);
-``x ← x (1 − η λ w / (1−μ)) − η p``.
+``x ← x (1 − η λ w / (1−μ)) − η p``. SGDP's ``p`` is linear in ``g`` and ``buf``, so
+its ``<x, p>`` comes from ``<x, g>`` and ``<x, buf>`` (one reduction pass over the
+inputs, none over ``p``).
 
 Complex leaves use the real inner product ``Re <a, b>`` of ``C^d = R^{2d}``
 (``|g|²`` in Adam's second moment); empty leaves pass through unchanged.
@@ -56,24 +58,33 @@ def _max_cosine(gx, gg, xx, eps):
   return jnp.max(jnp.abs(gx) / (jnp.maximum(jnp.sqrt(gg), eps) * jnp.maximum(jnp.sqrt(xx), eps)))
 
 
+def _radial_coef(layout, gx, gg, xx, xp, size, delta, eps):
+  """``(c, projected)`` with ``p' = p − c x`` (``c = <x, p> / (||x|| + ε)²`` in the
+  first view that passes, else 0), from the per-group ``<g, x>``, ``||g||²``,
+  ``||x||²``, ``<x, p>``; the whole tensor's (``size`` elements) are their sums,
+  taken as one sum of the stacked statistics (summed one by one, XLA's GPU
+  compiler folds each sum into the full-size reduction that made the statistic,
+  a second pass over the leaf: 20 passes instead of 14 on a conv kernel)."""
+  per_group = _max_cosine(gx, gg, xx, eps) < delta / jnp.sqrt(float(layout.group_size))
+  gx_w, gg_w, xx_w, xp_w = jnp.sum(jnp.stack([gx, gg, xx, xp]), axis=tuple(range(1, gx.ndim + 1)))
+  whole = _max_cosine(gx_w, gg_w, xx_w, eps) < delta / jnp.sqrt(float(size))
+  coef = jnp.where(
+      per_group, xp / jnp.square(jnp.sqrt(xx) + eps),
+      jnp.where(whole, xp_w / jnp.square(jnp.sqrt(xx_w) + eps), 0.0))
+  return coef, per_group | whole
+
+
 def project_if_scale_invariant(layout, x, g, p, delta, eps):
   """The AdamP projection of ``p`` for one leaf; returns ``(p', projected)``.
 
   ``layout`` gives the per-group view, the whole tensor is tried second (module
-  docstring); ``projected`` is a boolean scalar, whether a view passed. One
-  reduction pass: the per-group ``<g, x>``, ``||g||²``, ``||x||²``, ``<x, p>``,
-  whose sums are the whole tensor's.
+  docstring); ``projected`` is a boolean scalar, whether a view passed.
   """
   dtype = geometry.compute_dtype(x, g, p)
   x, g, p = (a.astype(dtype) for a in (x, g, p))
-  gx, gg, xx, xp = geometry.dots([(g, x), (g, g), (x, x), (x, p)], layout)
-  per_group = _max_cosine(gx, gg, xx, eps) < delta / jnp.sqrt(float(layout.group_size))
-  gx_w, gg_w, xx_w, xp_w = (jnp.sum(s) for s in (gx, gg, xx, xp))
-  whole = _max_cosine(gx_w, gg_w, xx_w, eps) < delta / jnp.sqrt(float(x.size))
-  coef = jnp.where(
-      per_group, xp / jnp.square(jnp.sqrt(xx) + eps),
-      jnp.where(whole, xp_w / jnp.square(jnp.sqrt(xx_w) + eps), 0.0))   # <x̂, p> / (||x|| + ε)
-  return p - geometry.expand(coef, layout) * x, per_group | whole
+  coef, projected = _radial_coef(
+      layout, *geometry.dots([(g, x), (g, g), (x, x), (x, p)], layout), x.size, delta, eps)
+  return p - geometry.expand(coef, layout) * x, projected
 
 
 class AdamPState(NamedTuple):
@@ -199,12 +210,16 @@ def sgdp(
     if x.size == 0:
       return jnp.zeros_like(x), buf
     dtype = geometry.compute_dtype(x, g)
-    x, g = x.astype(dtype), g.astype(dtype)
-    buf = momentum * buf.astype(dtype) + g
+    x, g, b = x.astype(dtype), g.astype(dtype), buf.astype(dtype)
+    buf = momentum * b + g
     p = g + momentum * buf if nesterov else buf
     wd = weight_decay if step.decayed else 0.0
     if step.layout is not None:
-      p, projected = project_if_scale_invariant(step.layout, x, g, p, delta, eps)
+      # p is linear in g and the old buffer b: <x, p> from <x, g> and <x, b>.
+      gx, gg, xx, xb = geometry.dots([(g, x), (g, g), (x, x), (x, b)], step.layout)
+      xp = (1 + momentum) * gx + momentum**2 * xb if nesterov else gx + momentum * xb
+      coef, projected = _radial_coef(step.layout, gx, gg, xx, xp, x.size, delta, eps)
+      p = p - geometry.expand(coef, step.layout) * x
       wd = wd * jnp.where(projected, wd_ratio, 1.0)
     if not nesterov:
       buf = p  # the projected buffer is what momentum carries forward
