@@ -103,11 +103,13 @@ class SGDPState(NamedTuple):
 
 
 def _zeros_like(layout, x):
+  """SGDP's state entries of one leaf: a zero momentum buffer like it."""
   del layout
   return (jnp.zeros_like(x),)
 
 
 def _checked(who, learning_rate, eps, weight_decay, delta, wd_ratio):
+  """The construction-time checks that AdamP and SGDP share."""
   check_learning_rate(who, learning_rate)
   for name, value in (("eps", eps), ("weight_decay", weight_decay), ("delta", delta),
                       ("wd_ratio", wd_ratio)):
@@ -164,7 +166,7 @@ def adamp(
     c1, c2 = 1 - jnp.asarray(b1, real) ** t, 1 - jnp.asarray(b2, real) ** t
     x, g = x.astype(dtype), g.astype(dtype)
     m = b1 * m.astype(dtype) + (1 - b1) * g
-    v = b2 * jnp.real(v).astype(real) + (1 - b2) * geometry.abs_sq(g)   # stored as params' dtype
+    v = b2 * jnp.real(v).astype(real) + (1 - b2) * geometry.abs_sq(g)  # real; stored like x
     p = (b1 * m + (1 - b1) * g if nesterov else m) / (jnp.sqrt(v) / jnp.sqrt(c2) + eps)
     wd = weight_decay if step.decayed else 0.0
     if step.layout is not None:
