@@ -47,9 +47,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from spherax._checks import check_beta, check_learning_rate, check_nonnegative, require_params
+from spherax._checks import check_beta, check_learning_rate
 from spherax import geometry
-from spherax import groups as groups_lib
+from spherax.transforms.leafwise import leafwise
 
 __all__ = ["nero", "NeroState"]
 
@@ -89,77 +89,50 @@ def nero(
   check_learning_rate("nero", learning_rate)
   check_beta("nero", "b2", b2)
 
-  def layouts_of(params):
-    return groups_lib.resolve(groups, params, min_group_size=2, who="nero")
+  def init_leaf(layout, x):
+    return geometry.zeros_stat(x, layout), jnp.zeros([], geometry.stat_dtype(x))
 
-  def init_fn(params):
-    def one(layout, x):
-      return geometry.zeros_stat(x, layout), jnp.zeros([], geometry.stat_dtype(x))
+  def update_leaf(step, x, g, nu, scale):
+    if x.size == 0:
+      return jnp.zeros_like(x), nu, scale
+    layout, lr, first = step.layout, step.learning_rate, step.count == 1
+    dtype = geometry.compute_dtype(x, g)
+    real = nu.dtype  # the real compute dtype
+    debias = 1 - jnp.asarray(b2, real) ** step.count.astype(real)
+    x, g = x.astype(dtype), g.astype(dtype)
+    if layout is None:
+      start_scale = _nonzero(jnp.mean(jnp.abs(x))).astype(real)
+      scale = jnp.where(first, start_scale, scale)
+      nu = b2 * nu + (1 - b2) * geometry.abs_sq(g).astype(real)
+      return -lr * scale * geometry.safe_div(g, jnp.sqrt(nu / debias)), nu, scale
+    # Per-group sums only (module docstring): Σx, Σg, ||x||², ||g||², <g, x>.
+    d = layout.group_size
+    sx, sg = geometry.group_sum(x, layout), geometry.group_sum(g, layout)
+    xx, gg, gx = geometry.dots([(x, x), (g, g), (g, x)], layout)
+    nu = b2 * nu + (1 - b2) * gg.astype(real)
+    inv_rms = geometry.safe_div(jnp.ones((), real), jnp.sqrt(nu / debias))
+    e = lambda v: geometry.expand(v, layout)
+    if constraints:
+      mx, mg = sx / d, sg / d
+      xc_sq = jnp.maximum(xx - geometry.re_conj_mul(mx, sx), 0)   # ||x − μx||²
+      a0 = geometry.safe_div(jnp.ones((), real), jnp.sqrt(xc_sq))
+      start_scale = jnp.mean(a0 * jnp.sqrt(xc_sq))     # mean ||x0||: 1 per nonzero group
+      a = jnp.where(first, a0, 1)
+    else:
+      start_scale = jnp.mean(jnp.sqrt(xx))
+    scale = jnp.where(first, _nonzero(start_scale).astype(real), scale)
+    k = lr * scale * inv_rms                           # x_new = x0 − k g
+    if not constraints:
+      return -e(k) * g, nu, scale
+    # center(a x + b − k g) = a (x − μx) − k (g − μg); its squared norm from the
+    # sums. k = 0 where v̂ overflowed: its terms are 0, not 0 · inf.
+    gc_xc = gx - geometry.re_conj_mul(mg, sx)
+    gc_gc = jnp.maximum(gg - geometry.re_conj_mul(mg, sg), 0)
+    sq = a * a * xc_sq - 2 * a * jnp.where(k == 0, 0, k * gc_xc)
+    sq = sq + jnp.where(k == 0, 0, k * k * gc_gc)
+    inv = geometry.safe_div(jnp.ones((), real), jnp.sqrt(jnp.maximum(sq, 0)))
+    x_new = e(a * inv) * (x - e(mx)) - e(k * inv) * (g - e(mg))
+    return x_new - x, nu, scale
 
-    treedef = jax.tree.structure(params)
-    pairs = treedef.flatten_up_to(
-        groups_lib.tree_map_groups(one, layouts_of(params), params))
-    return NeroState(
-        jnp.zeros([], jnp.int32),
-        jax.tree.unflatten(treedef, [p[0] for p in pairs]),
-        jax.tree.unflatten(treedef, [p[1] for p in pairs]),
-    )
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
-    require_params("nero", params)
-    layouts = layouts_of(params)
-    treedef = jax.tree.structure(params)
-    first = state.count == 0
-    count = optax.safe_int32_increment(state.count)
-    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-
-    def leaf(layout, x, g, nu, scale):
-      if x.size == 0:
-        return jnp.zeros_like(x), nu, scale
-      dtype = geometry.compute_dtype(x, g)
-      real = nu.dtype  # the real compute dtype
-      debias = 1 - jnp.asarray(b2, real) ** count.astype(real)
-      xc, gc = x.astype(dtype), g.astype(dtype)
-      if layout is None:
-        start_scale = _nonzero(jnp.mean(jnp.abs(xc))).astype(real)
-        scale = jnp.where(first, start_scale, scale)
-        nu = b2 * nu + (1 - b2) * geometry.abs_sq(gc).astype(real)
-        step = lr * scale * geometry.safe_div(gc, jnp.sqrt(nu / debias))
-        return (-step).astype(x.dtype), nu, scale
-      # Per-group sums only (module docstring): Σx, Σg, ||x||², ||g||², <g, x>.
-      d = layout.group_size
-      sx, sg = geometry.group_sum(xc, layout), geometry.group_sum(gc, layout)
-      xx, gg = geometry.sqnorm(xc, layout), geometry.sqnorm(gc, layout)
-      nu = b2 * nu + (1 - b2) * gg.astype(real)
-      inv_rms = geometry.safe_div(jnp.ones((), real), jnp.sqrt(nu / debias))
-      e = lambda v: geometry.expand(v, layout)
-      if constraints:
-        mx, mg = sx / d, sg / d
-        xc_sq = jnp.maximum(xx - geometry.re_conj_mul(mx, sx), 0)   # ||x − μx||²
-        a0 = geometry.safe_div(jnp.ones((), real), jnp.sqrt(xc_sq))
-        start_scale = jnp.mean(a0 * jnp.sqrt(xc_sq))     # mean ||x0||: 1 per nonzero group
-        a = jnp.where(first, a0, 1)
-      else:
-        start_scale = jnp.mean(jnp.sqrt(xx))
-      scale = jnp.where(first, _nonzero(start_scale).astype(real), scale)
-      k = lr * scale * inv_rms                           # x_new = x0 − k g
-      if not constraints:
-        return (-e(k) * gc).astype(x.dtype), nu, scale
-      # center(a x + b − k g) = a (x − μx) − k (g − μg); its squared norm from the
-      # sums. k = 0 where v̂ overflowed: its terms are 0, not 0 · inf.
-      gc_xc = geometry.dot(gc, xc, layout) - geometry.re_conj_mul(mg, sx)
-      gc_gc = jnp.maximum(gg - geometry.re_conj_mul(mg, sg), 0)
-      sq = a * a * xc_sq - 2 * a * jnp.where(k == 0, 0, k * gc_xc)
-      sq = sq + jnp.where(k == 0, 0, k * k * gc_gc)
-      inv = geometry.safe_div(jnp.ones((), real), jnp.sqrt(jnp.maximum(sq, 0)))
-      x_new = e(a * inv) * (xc - e(mx)) - e(k * inv) * (gc - e(mg))
-      return (x_new - xc).astype(x.dtype), nu, scale
-
-    out = treedef.flatten_up_to(
-        groups_lib.tree_map_groups(leaf, layouts, params, updates, state.nu, state.scale)
-    )
-    u, nu, scale = (jax.tree.unflatten(treedef, [o[i] for o in out]) for i in range(3))
-    return u, NeroState(count, nu, scale)
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return leafwise("nero", NeroState, init_leaf, update_leaf,
+                  learning_rate=learning_rate, groups=groups, min_group_size=2)
