@@ -182,3 +182,25 @@ def test_rotation_scale_bad_values_raise():
                      ([1.0], "pytree like params")):
     with pytest.raises(ValueError, match=match):
       spherax.rv_sgdm(0.1, rotation_scale=bad).init(params)
+
+
+def test_one_count_whatever_the_inner_transforms_count():
+  """The state's only ``count`` is the step; inner counts keep their own meaning under
+  the name ``inner_count`` (``optax.apply_every``'s is the step modulo k; a nested
+  ``inject_hyperparams`` state holds two), and the inner transforms behave as alone."""
+  rng = np.random.default_rng(8)
+  params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=3), jnp.float32)}
+  every = optax.chain(optax.sgd(0.1), optax.apply_every(k=2))
+  direction = optax.inject_hyperparams(optax.adam)(learning_rate=1.0)
+  opt = rotational_wrapper(direction, every, 0.1, lambda lr: 0.05)
+  state, alone = opt.init(params), every.init({"b": params["b"]})
+  for t in range(3):
+    g = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+    u, state = opt.update(g, state, params)
+    u_alone, alone = every.update({"b": g["b"]}, alone)
+    np.testing.assert_array_equal(u["b"], u_alone["b"])
+    assert int(optax.tree.get(state, "count")) == t + 1
+  inner = sorted(int(c) for c in jax.tree.leaves(
+      [v for _, v in optax.tree.get_all_with_path(state, "inner_count")]))
+  assert inner == [1, 3, 3]  # apply_every: 3 mod 2; inject_hyperparams and its adam: 3
