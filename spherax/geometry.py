@@ -353,3 +353,50 @@ def center(x: jax.Array, layout: GroupLayout) -> jax.Array:
   *Rotational Equilibrium*, ICML 2024, arXiv:2305.17212, Algorithm 1's centring)."""
   dtype = compute_dtype(x)
   return x.astype(dtype) - expand(mean(x, layout), layout)
+
+
+def shifted_dot(
+    ab: jax.Array,
+    sum_a: jax.Array,
+    sum_b: jax.Array,
+    shift_a: jax.Array | float,
+    shift_b: jax.Array | float,
+    size: int,
+) -> jax.Array:
+  """``<a − α, b − β>`` per group from pre-shift statistics, without a second pass.
+
+  ``<a − α, b − β> = <a, b> − β Σa − α Σb + d α β`` for per-group constants
+  ``α``, ``β`` and group size ``d``, given ``ab = <a, b>``, ``sum_a = Σa``,
+  ``sum_b = Σb`` (real arrays). With ``α = Σa / d``, ``β = Σb / d`` it is the
+  inner product of the centred arrays (:func:`center`), ``<a, b> − Σa Σb / d``;
+  with ``α = β = 0`` it is ``<a, b>``.
+
+  >>> import jax.numpy as jnp
+  >>> from spherax import groups
+  >>> a, b = jnp.array([[1.], [2.], [6.]]), jnp.array([[0.], [3.], [3.]])
+  >>> layout = groups.per_output().layout(a.shape)
+  >>> stats = dot(a, b, layout), group_sum(a, layout), group_sum(b, layout)
+  >>> float(shifted_dot(*stats, stats[1] / 3, stats[2] / 3, 3)[0, 0])
+  6.0
+  >>> float(dot(center(a, layout), center(b, layout), layout)[0, 0])
+  6.0
+  """
+  return ab - shift_b * sum_a - shift_a * sum_b + size * shift_a * shift_b
+
+
+def tangent_sqnorm(vv: jax.Array, vx: jax.Array, xx: jax.Array) -> jax.Array:
+  """``||v⊥||²`` per group from ``vv = ||v||²``, ``vx = <v, x>``, ``xx = ||x||²``.
+
+  ``v⊥ = v − <v, x> x / ||x||²`` (:func:`tangent`) has
+  ``||v⊥||² = ||v||² − <v, x>² / ||x||²`` (Pythagoras; ``x`` and ``v⊥`` are
+  orthogonal). A zero ``x`` gives ``||v||²`` (the tangent of a zero group is
+  ``v``); the result is clipped at 0 against rounding.
+
+  >>> import jax.numpy as jnp
+  >>> from spherax import groups
+  >>> v, x = jnp.array([[3.], [4.]]), jnp.array([[1.], [0.]])
+  >>> layout = groups.per_output().layout(v.shape)
+  >>> float(tangent_sqnorm(sqnorm(v, layout), dot(v, x, layout), sqnorm(x, layout))[0, 0])
+  16.0
+  """
+  return jnp.maximum(vv - vx * safe_div(vx, xx), 0)

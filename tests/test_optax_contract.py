@@ -316,14 +316,7 @@ def test_zero_groups_and_zero_gradients(name):
 # The rotational wrapper (and the RV optimizers built on it) keeps the state of its
 # inner `direction` and `nonrotational` transforms, each with its own count
 # (optax.scale_by_adam, scale_by_schedule, ...) beside its own.
-_SEVERAL_COUNTS = ("rotational", "rv_adamw", "rv_sgdm", "rv_lion", "rv_adam_l2")
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(
-        reason="the state nests the inner direction/nonrotational transforms' own counts: "
-               "optax.tree.get(state, 'count') finds several", strict=True))
-    if n in _SEVERAL_COUNTS else n for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_one_count_is_the_step(name):
   """``optax.tree.get(state, "count")`` finds exactly one count: the number of steps."""
   opt = make(name, optax.constant_schedule(default_learning_rate(name)))

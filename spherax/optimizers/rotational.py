@@ -71,6 +71,7 @@ def rotational(
     rms_decay: float = 0.99,
     center: bool = True,
     eps: float = 1e-8,
+    rotation_scale: Any = None,
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The generic Rotational Wrapper around a gradient-part transform (Kosson et al.
@@ -86,7 +87,7 @@ def rotational(
     mask: leaves where it is False get no decay and are not rotational.
     nonrotational: the full transform for the non-rotational leaves (overrides
       the default above).
-    rms_decay, center, eps, groups: see :func:`rotational_wrapper`.
+    rms_decay, center, eps, rotation_scale, groups: see :func:`rotational_wrapper`.
 
   Example:
 
@@ -108,7 +109,8 @@ def rotational(
   rate = angular_rate if callable(angular_rate) else (lambda lr: angular_rate)
   return rotational_wrapper(
       direction, nonrotational, learning_rate, rate,
-      rms_decay=rms_decay, center=center, eps=eps, mask=mask, groups=groups, who="rotational",
+      rms_decay=rms_decay, center=center, eps=eps, rotation_scale=rotation_scale, mask=mask,
+      groups=groups, who="rotational",
   )
 
 
@@ -122,6 +124,7 @@ def rv_adamw(
     mask: Any = None,
     rms_decay: float = 0.99,
     center: bool = True,
+    rotation_scale: Any = None,
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """RV-AdamW: AdamW's direction rotated by ``sqrt(2ηλ(1−β1)/(1+β1))`` per step.
@@ -135,6 +138,8 @@ def rv_adamw(
     mask: leaves where it is False get no decay and are not rotational.
     rms_decay: ``ζ`` of the RMS tracker (paper 0.99; later code 0.9).
     center: centre the groups and their updates.
+    rotation_scale: per-group factor ``s`` of the target angular update ``s η̂_r``
+      (Kosson et al. 2024, Appendix N, Fig. 12); see :func:`rotational_wrapper`.
     groups: the rotational groups (see :mod:`spherax.groups`).
   """
   _check_rv("rv_adamw", learning_rate, weight_decay, rms_decay)
@@ -146,7 +151,8 @@ def rv_adamw(
       optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay, mask=mask),
       learning_rate,
       lambda lr: equilibrium.angular_update_adamw(lr, weight_decay, b1),
-      rms_decay=rms_decay, center=center, mask=mask, groups=groups, who="rv_adamw",
+      rms_decay=rms_decay, center=center, rotation_scale=rotation_scale, mask=mask,
+      groups=groups, who="rv_adamw",
   )
 
 
@@ -159,6 +165,7 @@ def rv_sgdm(
     mask: Any = None,
     rms_decay: float = 0.99,
     center: bool = True,
+    rotation_scale: Any = None,
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """RV-SGDM: the momentum buffer rotated by ``sqrt(2ηλ/(1+α))`` per step.
@@ -172,7 +179,7 @@ def rv_sgdm(
     momentum: ``α``, in ``[0, 1)``.
     weight_decay: ``λ > 0`` (sets ``η̂_r``; coupled L2 on non-rotational leaves).
     nesterov: Nesterov momentum.
-    mask, rms_decay, center, groups: as in :func:`rv_adamw`.
+    mask, rms_decay, center, rotation_scale, groups: as in :func:`rv_adamw`.
   """
   _check_rv("rv_sgdm", learning_rate, weight_decay, rms_decay)
   check_beta("rv_sgdm", "momentum", momentum)
@@ -185,7 +192,8 @@ def rv_sgdm(
   return rotational_wrapper(
       direction, nonrot, learning_rate,
       lambda lr: equilibrium.angular_update_sgdm(lr, weight_decay, momentum),
-      rms_decay=rms_decay, center=center, mask=mask, groups=groups, who="rv_sgdm",
+      rms_decay=rms_decay, center=center, rotation_scale=rotation_scale, mask=mask,
+      groups=groups, who="rv_sgdm",
   )
 
 
@@ -198,6 +206,7 @@ def rv_lion(
     mask: Any = None,
     rms_decay: float = 0.99,
     center: bool = True,
+    rotation_scale: Any = None,
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """RV-Lion: Lion's sign direction rotated by Lion's ``η̂_r`` (Kosson et al. 2024, Table 1).
@@ -208,48 +217,19 @@ def rv_lion(
     learning_rate: ``η``, a float or a schedule.
     b1, b2: Lion's interpolation and moment decays.
     weight_decay: ``λ > 0`` (sets ``η̂_r``; decoupled on non-rotational leaves).
-    mask, rms_decay, center, groups: as in :func:`rv_adamw`.
+    mask, rms_decay, center, rotation_scale, groups: as in :func:`rv_adamw`.
   """
   _check_rv("rv_lion", learning_rate, weight_decay, rms_decay)
   check_beta("rv_lion", "b1", b1)
   check_beta("rv_lion", "b2", b2)
   return rotational_wrapper(
-      _scale_by_lion_in_order(b1, b2),
+      optax.scale_by_lion(b1, b2),
       optax.lion(learning_rate, b1, b2, weight_decay=weight_decay, mask=mask),
       learning_rate,
       lambda lr: equilibrium.angular_update_lion(lr, weight_decay, b1, b2),
-      rms_decay=rms_decay, center=center, mask=mask, groups=groups, who="rv_lion",
+      rms_decay=rms_decay, center=center, rotation_scale=rotation_scale, mask=mask,
+      groups=groups, who="rv_lion",
   )
-
-
-def _scale_by_lion_in_order(b1: float, b2: float) -> optax.GradientTransformation:
-  """``optax.scale_by_lion(b1, b2)`` (same state, same values bit for bit), ordered.
-
-  The direction ``sign((1 − β1) g + β1 m)`` is divided by
-  ``1 + nan_to_num(0 · ((1 − β1) g + β1 m))``, exactly 1: XLA does not copy a
-  division into each consumer, so the sign is formed once and the wrapper's
-  reductions and its update pass read it. The moment ``(1 − β2) g + β2 m`` then
-  subtracts ``|nan_to_num(0 · sign)|`` element-wise, exactly +0 (``−0.0`` stays
-  ``−0.0``), which makes it depend on the formed sign, so its donated buffer is
-  overwritten after its last read instead of being copied. Both are element-wise:
-  nothing crosses a sharded axis.
-  """
-  lion = optax.scale_by_lion(b1, b2)
-
-  def direction(g, m):
-    c = (1.0 - b1) * g + b1 * m
-    return jnp.sign(c) / (1 + jnp.nan_to_num(0 * c))
-
-  def moment(g, m, d):
-    return (1 - b2) * g + b2 * m - jnp.abs(jnp.nan_to_num(0 * d))
-
-  def update_fn(updates, state, params=None):
-    del params
-    signs = jax.tree.map(direction, updates, state.mu)
-    mu = jax.tree.map(moment, updates, state.mu, signs)
-    return signs, optax.ScaleByLionState(optax.safe_increment(state.count), mu)
-
-  return optax.GradientTransformation(lion.init, update_fn)
 
 
 class ScaleByAdamL2ShareState(NamedTuple):
@@ -307,6 +287,7 @@ def rv_adam_l2(
     mask: Any = None,
     rms_decay: float = 0.99,
     center: bool = True,
+    rotation_scale: Any = None,
     groups: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Wrapped Adam+L2: Adam+L2's gradient-share direction with AdamW's ``η̂_r``.
@@ -319,7 +300,7 @@ def rv_adam_l2(
     learning_rate: ``η``, a float or a schedule.
     b1, b2, eps: Adam's moments and ``ε``.
     l2_regularization: ``λ > 0``, the coupled L2 coefficient.
-    mask, rms_decay, center, groups: as in :func:`rv_adamw`.
+    mask, rms_decay, center, rotation_scale, groups: as in :func:`rv_adamw`.
   """
   _check_rv("rv_adam_l2", learning_rate, l2_regularization, rms_decay, "l2_regularization")
   check_beta("rv_adam_l2", "b1", b1)
@@ -335,5 +316,6 @@ def rv_adam_l2(
       nonrot,
       learning_rate,
       lambda lr: equilibrium.angular_update_adamw(lr, l2_regularization, b1),
-      rms_decay=rms_decay, center=center, mask=mask, groups=groups, who="rv_adam_l2",
+      rms_decay=rms_decay, center=center, rotation_scale=rotation_scale, mask=mask,
+      groups=groups, who="rv_adam_l2",
   )

@@ -3,38 +3,47 @@ Weight Decay Balances Learning Across Neural Networks*, ICML 2024, arXiv:2305.17
 (Algorithm 1).
 
 Per group of a *rotational* leaf, with ``n`` the group's norm frozen at the first
-step and ``Δg`` the inner optimizer's gradient part (no learning rate, no weight
-decay, e.g. AdamW's ``m̂ / (sqrt(v̂) + ε)``):
+step, ``d`` its size and ``Δg`` the inner optimizer's gradient part (no learning
+rate, no weight decay, e.g. AdamW's ``m̂ / (sqrt(v̂) + ε)``):
 
-1. every step, from the measured ``Σx`` and ``||x||²``: centre the group (subtract
-   its mean) and rescale it to its norm ``n`` (Algorithm 1 does this to the
-   params at construction and after every step; optax cannot touch params at
-   ``init``, so the first update lands exactly where the centred start plus its
-   first step would, and re-imposing the constraint from measured statistics
-   keeps rounding from accumulating in the mean or the norm, in bfloat16 too);
-2. ``Δ ← Δg − mean(Δg)`` (optional centering), ``Δ ← Δ − x <Δ, x> / n²``;
-3. ``S ← ζ S + (1 − ζ) ||Δ||²``, ``Ŝ = S / (1 − ζ^t)``;
-4. ``x' = x − η̂_r · n · Δ / (sqrt(Ŝ) + eps)``, then ``x' ← x' · n / ||x'||``.
+1. **centre** ``x_c = x − mean(x)`` and take the start ``x_s = n x_c / ||x_c||``
+   on the sphere of radius ``n`` (Algorithm 1 centres and rescales the params at
+   construction and keeps them so; optax cannot touch params at ``init``, so the
+   first update lands where the centred start plus its first step would, and
+   re-imposing the constraint from ``Σx``, ``||x||²`` measured every step keeps
+   rounding from accumulating in the mean or the norm, in bfloat16 too);
+2. **project** ``Δc = Δg − mean(Δg)`` (optional centring) onto the tangent space,
+   ``Δ = Δc − x_c <Δc, x_c> / ||x_c||²``;
+3. **track** ``S ← ζ S + (1 − ζ) ||Δ||²``, ``Ŝ = S / (1 − ζ^t)``;
+4. **scale** to the angular update ``a = s η̂_r / (sqrt(Ŝ) + eps)`` (``s`` the
+   group's ``rotation_scale``, 1 by default) and **retract** to the frozen norm:
+   ``x' = n (x_s/n − a Δ) / ||x_s/n − a Δ||``.
 
 ``η̂_r`` (the equilibrium angular update of Kosson et al. 2024, Table 1) is
 recomputed from the scheduled learning rate every step; the step counter of
-``ζ``'s bias correction is float32, as in the authors' code. Because ``Δ ⊥ x``
-and ``||x|| = n``, ``||x'||² = n² + c² ||Δ||²`` with ``c = η̂_r n / (sqrt(Ŝ) + eps)``:
-the final rescale needs no extra reduction.
+``ζ``'s bias correction is float32, as in the authors' code. The rotation per
+step is ``arctan(a ||Δ||)``, on average ``s η̂_r`` once ``Ŝ`` tracks ``||Δ||²``.
 
-Every per-group statistic comes from dot products of the raw inputs, ``Σx``,
-``||x||²``, ``ΣΔg``, ``<Δg, x>``, ``||Δg||²``. The start is the per-group affine
-map ``x_eff = a x + b`` (``a = n / ||x − μ_x||``, ``b = −a μ_x``), so
-``<Δg, x_eff> = a <Δg, x> + b ΣΔg`` and ``||x_eff||² = a²||x||² + 2ab Σx + d b²``;
-with ``μ = ΣΔg / d``, ``<Δc, x_eff> = <Δg, x_eff> − μ Σx_eff``,
-``||Δc||² = ||Δg||² − μ ΣΔg`` and ``||Δ||² = ||Δc||² − 2 k <Δc, x_eff> + k² ||x_eff||²``
-(``k = <Δc, x_eff> / n²``). A ``||Δ||²`` below the rounding floor of its terms
-counts as 0 (the group does not move; element-wise, the centred Δ of a
-per-group constant ``Δg`` is exactly 0). One element-wise pass then writes the
-update. Non-rotational leaves (``groups`` gives ``None``: by default every leaf
-with ``ndim <= 1``; or ``mask`` is False) receive the update of a separate full
-optax transform (the inner optimizer with its learning rate and weight decay).
-Empty leaves pass through.
+One reduction pass per leaf: every statistic comes from ``Σx``, ``||x||²``,
+``ΣΔg``, ``<Δg, x>``, ``||Δg||²`` (:func:`spherax.geometry.shifted_dot` gives the
+centred inner products, :func:`spherax.geometry.tangent_sqnorm` gives
+``||Δ||²``); since ``Δ ⊥ x_s``, ``||x_s/n − a Δ||² = 1 + a² ||Δ||²`` needs no
+further reduction. A ``||Δ||²`` below the rounding floor of its terms counts as
+0 (the group does not move; element-wise, the centred Δ of a per-group constant
+``Δg`` is exactly 0). One element-wise pass then writes the update.
+
+Non-rotational leaves (``groups`` gives ``None``: by default every leaf with
+``ndim <= 1``; or ``mask`` is False) receive the update of a separate full optax
+transform (the inner optimizer with its learning rate and weight decay). Empty
+leaves pass through.
+
+**One count.** The state's only ``count`` is the wrapper's step (as in every optax
+optimizer, ``optax.tree.get(state, "count")`` reads it). The inner transforms'
+states are kept whole, except that a ``count`` field of theirs is stored under the
+name ``inner_count`` (the NamedTuple holding it is stored as a dict of its
+fields, rebuilt for the inner ``update``): whatever an inner ``count`` means
+(optax's transforms count their own updates, ``optax.apply_every`` counts modulo
+``k``), it keeps its value and its meaning.
 
 Example:
 
@@ -51,15 +60,19 @@ Example:
 [5.0, 2.0]
 >>> new['w'].mean(axis=0).round(6).tolist()                # and centred
 [0.0, 0.0]
+>>> int(optax.tree.get(state, 'count'))                     # one count: the step
+1
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from spherax._checks import check_beta, check_learning_rate, check_nonnegative, require_params
@@ -68,24 +81,58 @@ from spherax import groups as groups_lib
 
 __all__ = ["RotationalState", "rotational_wrapper"]
 
+_INNER_COUNT = "inner_count"
+
 
 class RotationalState(NamedTuple):
   """State of :func:`rotational_wrapper`.
 
   Attributes:
-    count: steps taken (int32 scalar).
+    count: steps taken (int32 scalar), the state's only ``count``.
     norm: per rotational group, the frozen norm ``n`` (``stat_shape``; ``None``
       for non-rotational leaves).
     rms: per rotational group, the update-size tracker ``S``.
-    direction: the inner gradient-part transform's state (rotational leaves).
-    nonrotational: the full transform's state (non-rotational leaves).
+    direction: the inner gradient-part transform's state (rotational leaves),
+      its ``count`` fields stored as ``inner_count`` (module docstring).
+    nonrotational: the full transform's state (non-rotational leaves), stored
+      the same way.
   """
 
   count: jax.Array
   norm: Any
   rms: Any
-  direction: optax.OptState
-  nonrotational: optax.OptState
+  direction: Any
+  nonrotational: Any
+
+
+def _has_count(node: Any) -> bool:
+  return isinstance(node, tuple) and "count" in getattr(node, "_fields", ())
+
+
+def _stored(state: Any) -> Any:
+  """An inner state as the wrapper keeps it: each NamedTuple with a ``count``
+  field becomes a dict of its fields, ``count`` named ``inner_count``."""
+
+  def node(n):
+    if not _has_count(n):
+      return n
+    return {(_INNER_COUNT if f == "count" else f): _stored(v) for f, v in zip(n._fields, n)}
+
+  return jax.tree.map(node, state, is_leaf=_has_count)
+
+
+def _rebuilt(template: Any, stored: Any) -> Any:
+  """The inverse of :func:`_stored`, given the inner state's structure (``template``)."""
+  outer = jax.tree.structure(template, is_leaf=_has_count)
+
+  def node(t, s):
+    if not _has_count(t):
+      return s
+    return type(t)(*(_rebuilt(getattr(t, f), s[_INNER_COUNT if f == "count" else f])
+                     for f in t._fields))
+
+  parts = zip(jax.tree.leaves(template, is_leaf=_has_count), outer.flatten_up_to(stored))
+  return jax.tree.unflatten(outer, [node(t, s) for t, s in parts])
 
 
 def rotational_wrapper(
@@ -97,6 +144,7 @@ def rotational_wrapper(
     rms_decay: float = 0.99,
     center: bool = True,
     eps: float = 1e-8,
+    rotation_scale: Any = None,
     mask: Any = None,
     groups: Any = None,
     who: str = "rotational_wrapper",
@@ -106,7 +154,7 @@ def rotational_wrapper(
   Args:
     direction: the inner optimizer's gradient part ``Δg`` (a transform with no
       learning rate and no weight decay, e.g. ``optax.scale_by_adam()``); it sees
-      only the rotational leaves.
+      only the rotational leaves, and as params their centred start ``x_s``.
     nonrotational: the complete inner optimizer (learning rate and weight decay
       included, e.g. ``optax.adamw(...)``); it sees only the other leaves.
     learning_rate: the inner optimizer's learning rate (float or schedule,
@@ -117,6 +165,15 @@ def rotational_wrapper(
     center: centre the groups at the first step and centre every ``Δ``
       (the Weight Standardization dynamics, the paper's default).
     eps: added to ``sqrt(Ŝ)`` (the reference's 1e-8).
+    rotation_scale: ``s >= 0``, each group's target angular update is ``s η̂_r``
+      (Kosson et al. 2024, Appendix N, Fig. 12: "artificially scaling η_r for a
+      fraction of the neurons in each layer"). ``None`` (the default): 1. One
+      float for every group; or a pytree like params whose rotational leaves
+      hold arrays broadcastable to the leaf's ``stat_shape`` (entries of other
+      leaves are ignored); or a function of params returning one, called on the
+      params at ``init`` and at every ``update`` as optax calls a ``mask``
+      function (it should read shapes, not values; under
+      ``optax.inject_hyperparams`` name it in ``static_args``).
     mask: leaves where it is False are not rotational (a pytree of bools or a
       callable of params; ``None``: every grouped leaf is rotational).
     groups: group specs (``None``: per output unit for ``ndim >= 2``, other leaves
@@ -130,13 +187,16 @@ def rotational_wrapper(
   check_beta(who, "rms_decay", rms_decay)
   check_nonnegative(who, "eps", eps)
   check_learning_rate(who, learning_rate)
+  per_leaf_scale = rotation_scale is not None and (callable(rotation_scale) or not (
+      isinstance(rotation_scale, numbers.Real)
+      or (hasattr(rotation_scale, "shape") and not rotation_scale.shape)))
+  if rotation_scale is not None and not per_leaf_scale:
+    check_nonnegative(who, "rotation_scale", rotation_scale)
 
   def layouts_of(params):
     layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
-    if mask is None:
-      return layouts
-    keep = jax.tree.structure(params).flatten_up_to(mask(params) if callable(mask) else mask)
-    return [layout if bool(k) else None for layout, k in zip(layouts, keep)]
+    keep = groups_lib.mask_leaves(mask, params)
+    return [layout if k else None for layout, k in zip(layouts, keep)]
 
   def select(rotational: bool):
     def fn(params):
@@ -148,117 +208,134 @@ def rotational_wrapper(
   inner_rot = optax.masked(direction, select(True))
   inner_other = optax.masked(nonrotational, select(False))
 
+  def scales_of(layouts, params, check=False):
+    """Per leaf, ``s`` broadcast to the groups (``None``: no scaling or not rotational)."""
+    leaves = jax.tree.leaves(params)
+    if rotation_scale is None:
+      return [None] * len(leaves)
+    if not per_leaf_scale:
+      return [None if layout is None else rotation_scale for layout in layouts]
+    tree = rotation_scale(params) if callable(rotation_scale) else rotation_scale
+    try:
+      values = jax.tree.structure(params).flatten_up_to(tree)
+    except (ValueError, TypeError) as err:
+      raise ValueError(
+          f"{who}: rotation_scale must be a float or a pytree like params: {err}") from None
+    out = []
+    for layout, x, value, path in zip(layouts, leaves, values, groups_lib.leaf_paths(params)):
+      if layout is None:
+        out.append(None)
+        continue
+      value = jnp.asarray(value, geometry.stat_dtype(x))
+      try:
+        value = jnp.broadcast_to(value, layout.stat_shape)
+      except ValueError:
+        raise ValueError(
+            f"{who}: rotation_scale for '{path}' has shape {value.shape}, not broadcastable "
+            f"to the leaf's per-group shape {layout.stat_shape}") from None
+      if check and not isinstance(value, jax.core.Tracer) and np.any(np.asarray(value) < 0):
+        raise ValueError(f"{who}: rotation_scale for '{path}' must be >= 0")
+      out.append(value)
+    return out
+
   def init_fn(params):
     layouts = layouts_of(params)
+    scales_of(layouts, params, check=True)
 
     def stat(layout, x):
-      if layout is None:
-        return None
-      return geometry.zeros_stat(x, layout)
+      return None if layout is None else geometry.zeros_stat(x, layout)
 
     return RotationalState(
         count=jnp.zeros([], jnp.int32),
         norm=groups_lib.tree_map_groups(stat, layouts, params),
         rms=groups_lib.tree_map_groups(stat, layouts, params),
-        direction=inner_rot.init(params),
-        nonrotational=inner_other.init(params),
+        direction=_stored(inner_rot.init(params)),
+        nonrotational=_stored(inner_other.init(params)),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     require_params(who, params)
     layouts = layouts_of(params)
-    treedef = jax.tree.structure(params)
-    first = state.count == 0
+    leaves, treedef = jax.tree.flatten(params)
+    count = state.count
+    first = count == 0
 
-    # Σx and ||x||² are measured every step: each step re-centres the group and
-    # rescales it to its frozen norm n (the reference re-centres and renormalises
-    # x every step), so rounding cannot accumulate in the mean or the norm.
     def start(layout, x, n):
-      """The start ``x_eff = a x + b`` per group (centred, norm ``n``), ``Σx``, ``||x||²``."""
+      """Per group: ``Σx``, ``||x||²``, the mean ``μ``, ``||x_c||²`` and the norm ``n``."""
       if layout is None:
         return None
       sx, xx = geometry.group_sum(x, layout), geometry.sqnorm(x, layout)
       mu = sx / layout.group_size if center else jnp.zeros_like(sx)
-      n = jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n)
-      a = geometry.safe_div(n.astype(sx.dtype), jnp.sqrt(jnp.maximum(xx - mu * sx, 0)))
-      return a, -a * mu, n, sx, xx
+      xc_xc = jnp.maximum(geometry.shifted_dot(xx, sx, sx, mu, mu, layout.group_size), 0)
+      n = jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n)  # frozen at the first step
+      return sx, mu, xc_xc, n
 
-    xs = jax.tree.leaves(params)
-    norms_in = treedef.flatten_up_to(state.norm)
-    starts = [start(layout, x, n) for layout, x, n in zip(layouts, xs, norms_in)]
-    norms = jax.tree.unflatten(treedef, [None if st is None else st[2] for st in starts])
-    starts = jax.tree.unflatten(treedef, starts)
-
-    def affine(layout, x, st):
+    def centred_start(layout, x, st):
+      """``x_s = n x_c / ||x_c||``: what the inner direction sees as params."""
       if layout is None:
         return x
-      a, b = st[0], st[1]
-      xe = geometry.expand(a, layout) * x.astype(a.dtype) + geometry.expand(b, layout)
-      return xe.astype(x.dtype)
+      _, mu, xc_xc, n = st
+      a = geometry.safe_div(n.astype(xc_xc.dtype), jnp.sqrt(xc_xc))
+      e = lambda v: geometry.expand(v, layout)
+      return (e(a) * (x.astype(a.dtype) - e(mu))).astype(x.dtype)
 
-    inner_params = groups_lib.tree_map_groups(affine, layouts, params, starts)
-    dirs, dir_state = inner_rot.update(updates, state.direction, inner_params, **extra_args)
+    starts = [start(layout, x, n)
+              for layout, x, n in zip(layouts, leaves, treedef.flatten_up_to(state.norm))]
+    inner_params = jax.tree.unflatten(
+        treedef, [centred_start(*args) for args in zip(layouts, leaves, starts)])
+    dirs, dir_state = inner_rot.update(
+        updates, _rebuilt(jax.eval_shape(inner_rot.init, params), state.direction),
+        inner_params, **extra_args)
     others, other_state = inner_other.update(
-        updates, state.nonrotational, params, **extra_args
-    )
-    count = state.count
+        updates, _rebuilt(jax.eval_shape(inner_other.init, params), state.nonrotational),
+        params, **extra_args)
     lr = learning_rate(count) if callable(learning_rate) else learning_rate
     eta_r = angular_rate(lr)
-    t = (count + 1).astype(jnp.float32)
-    debias = 1 - jnp.asarray(rms_decay, jnp.float32) ** t
+    debias = 1 - jnp.asarray(rms_decay, jnp.float32) ** (count + 1).astype(jnp.float32)
 
-    def leaf(layout, x, dg, other, st, s):
+    def leaf(layout, x, dg, other, st, s, scale):
       if layout is None:
         return other.astype(x.dtype), s
       if x.size == 0:
         return jnp.zeros_like(x), s
-      a, b, n, sx, xx = st
-      d = layout.group_size
+      sx, mu_x, xc_xc, n = st
+      size = layout.group_size
       dtype = geometry.compute_dtype(x, dg)
-      # Statistics of x_eff = a x + b and of the centred, projected Δ from the raw
-      # dot products of x and Δg (see the module docstring).
-      s_dg = geometry.group_sum(dg, layout)
-      dg_x = geometry.dot(dg, x, layout)
-      dg_dg = geometry.sqnorm(dg, layout)
-      dg_xe = a * dg_x + b * s_dg
-      s_xe = a * sx + d * b
-      xe_xe = a * a * xx + 2 * a * b * sx + d * b * b
-      mu = s_dg / d if center else jnp.zeros_like(s_dg)
-      dc_xe = dg_xe - mu * s_xe
-      dc_dc = dg_dg - mu * s_dg
-      nd = n.astype(dtype)
-      coef = geometry.safe_div(dc_xe, nd * nd)
-      sq = dc_dc - 2 * coef * dc_xe + coef * coef * xe_xe
+      # Raw dot products (one pass over Δg and x), then the centred ones.
+      s_dg, dg_x, dg_dg = (geometry.group_sum(dg, layout), geometry.dot(dg, x, layout),
+                           geometry.sqnorm(dg, layout))
+      mu_d = s_dg / size if center else jnp.zeros_like(s_dg)
+      dc_xc = geometry.shifted_dot(dg_x, s_dg, sx, mu_d, mu_x, size)
+      dc_dc = geometry.shifted_dot(dg_dg, s_dg, s_dg, mu_d, mu_d, size)
+      k = geometry.safe_div(dc_xc, xc_xc)  # Δ = Δc − k x_c
+      sq = geometry.tangent_sqnorm(dc_dc, dc_xc, xc_xc)  # ||Δ||²
       # Below the rounding floor of its terms ||Δ||² is 0: Δ vanishes (Δg constant
       # per group, or along x) and the group must not move by amplified rounding.
-      moves = sq > 64 * jnp.finfo(dtype).eps * (dg_dg + coef * coef * xe_xe)
+      moves = sq > 64 * jnp.finfo(dtype).eps * (dg_dg + k * dc_xc)
       sq = jnp.where(moves, sq, 0)
       s = rms_decay * s + (1 - rms_decay) * sq.astype(s.dtype)
-      angle = jnp.where(moves, eta_r / (jnp.sqrt(s.astype(dtype) / debias) + eps), 0)
-      step = angle * nd
-      scale = 1 / jnp.sqrt(1 + angle * angle * sq)  # n / ||x'||, overflow-free
-      # One element-wise pass: x' = scale (x_eff − step Δ), Δ = (Δg − mu) − coef x_eff
-      # (Δ element-wise, not regrouped, so that a Δ that vanishes exactly stays 0).
+      target = eta_r if scale is None else eta_r * scale
+      angle = jnp.where(moves, target / (jnp.sqrt(s.astype(dtype) / debias) + eps), 0)
+      # x' = n (x_s/n − angle Δ) / sqrt(1 + angle² ||Δ||²), x_s/n = x_c / ||x_c||.
+      shrink = 1 / jnp.sqrt(1 + angle * angle * sq)
+      nd = n.astype(dtype)
       e = lambda v: geometry.expand(v.astype(dtype), layout)
-      xc = x.astype(dtype)
-      xe = e(a) * xc + e(b)
-      delta = (dg.astype(dtype) - e(mu)) - e(coef) * xe
-      u = e(scale) * (xe - e(step) * delta) - xc
-      return u.astype(x.dtype), s
+      xc = x.astype(dtype) - e(mu_x)
+      delta = (dg.astype(dtype) - e(mu_d)) - e(k) * xc
+      x_new = e(shrink * geometry.safe_div(nd, jnp.sqrt(xc_xc))) * xc - e(shrink * angle * nd) * delta
+      return (x_new - x.astype(dtype)).astype(x.dtype), s
 
-    pairs = treedef.flatten_up_to(
-        groups_lib.tree_map_groups(
-            leaf, layouts, params, dirs, others, starts, state.rms
-        )
-    )
-    new_updates = jax.tree.unflatten(treedef, [p[0] for p in pairs])
-    rms = jax.tree.unflatten(treedef, [p[1] for p in pairs])
-    return new_updates, RotationalState(
+    pairs = [
+        leaf(*args) for args in zip(
+            layouts, leaves, treedef.flatten_up_to(dirs), treedef.flatten_up_to(others),
+            starts, treedef.flatten_up_to(state.rms), scales_of(layouts, params))
+    ]
+    return jax.tree.unflatten(treedef, [p[0] for p in pairs]), RotationalState(
         count=optax.safe_int32_increment(count),
-        norm=norms,
-        rms=rms,
-        direction=dir_state,
-        nonrotational=other_state,
+        norm=jax.tree.unflatten(treedef, [None if st is None else st[3] for st in starts]),
+        rms=jax.tree.unflatten(treedef, [p[1] for p in pairs]),
+        direction=_stored(dir_state),
+        nonrotational=_stored(other_state),
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

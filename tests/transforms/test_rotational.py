@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import spherax
 from spherax.transforms.rotational import rotational_wrapper
@@ -93,3 +94,113 @@ def test_vanishing_direction_leaves_the_start_in_place():
     u, state = opt.update({"w": jnp.asarray(g)}, state, x)
     x = optax.apply_updates(x, u)
     np.testing.assert_allclose(np.asarray(x["w"]), start, atol=1e-6)
+
+
+def _centred_start(x):
+  """Algorithm 1's start: each column centred and rescaled to its norm."""
+  xc = x - x.mean(axis=0)
+  return xc * np.linalg.norm(x, axis=0) / np.linalg.norm(xc, axis=0)
+
+
+def test_rotation_scale_first_step_angle_is_the_closed_form():
+  """Per group ``tan θ = s η̂_r ||Δ|| / (||Δ|| + eps)`` at the first step (``Ŝ = ||Δ||²``),
+  ``s`` the group's ``rotation_scale`` (Kosson et al. 2024, Appendix N); ``s = 0`` stays put."""
+  rng = np.random.default_rng(5)
+  x0, g = rng.normal(size=(2, 6, 4))
+  scale = np.array([[1.0, 0.1, 10.0, 0.0]])
+  eta = 0.05
+  with jax.enable_x64(True):
+    opt = rotational_wrapper(optax.identity(), optax.sgd(0.1), 0.1, lambda lr: eta,
+                             rotation_scale={"w": jnp.asarray(scale)})
+    x = {"w": jnp.asarray(x0)}
+    u, _ = opt.update({"w": jnp.asarray(g)}, opt.init(x), x)
+    new = np.asarray(x["w"] + u["w"])
+  start = _centred_start(x0)
+  d = g - g.mean(axis=0)
+  d = d - start * (d * start).sum(0) / (start * start).sum(0)
+  size = np.linalg.norm(d, axis=0)
+  along = (start * new).sum(0) / (start * start).sum(0)
+  tan = np.linalg.norm(new - along * start, axis=0) / (along * np.linalg.norm(start, axis=0))
+  debias = float(np.float32(1) - np.float32(0.99))  # ζ's bias correction is float32
+  rms = np.sqrt((1 - 0.99) * size**2 / debias)
+  np.testing.assert_allclose(tan, scale[0] * eta * size / (rms + 1e-8), rtol=1e-10, atol=1e-13)
+  np.testing.assert_allclose(np.linalg.norm(new, axis=0), np.linalg.norm(x0, axis=0), rtol=1e-12)
+
+
+def test_rotation_scale_one_is_the_unscaled_trajectory_bit_for_bit():
+  """``rotation_scale`` 1 (a float, a pytree, a function of params) changes nothing."""
+  rng = np.random.default_rng(6)
+  params = {"w": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=3), jnp.float32)}
+  grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+           for _ in range(3)]
+  ones = {"w": jnp.ones((1, 3)), "b": None}
+  variants = [None, 1.0, ones, lambda p: ones]
+  runs = []
+  for scale in variants:
+    opt = spherax.rv_adamw(1e-2, weight_decay=0.1, rotation_scale=scale)
+    x, state = params, opt.init(params)
+    for g in grads:
+      u, state = opt.update(g, state, x)
+      x = optax.apply_updates(x, u)
+    runs.append((x, state))
+  for x, state in runs[1:]:
+    for a, b in zip(jax.tree.leaves((x, state)), jax.tree.leaves(runs[0])):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_rotation_scale_sets_each_groups_equilibrium_angle():
+  """Half the groups at ``s = 3``: once the tracker settles, each group rotates by
+  ``s η̂_r`` per step on average (scale-invariant groups, random tangent gradients)."""
+  rng = np.random.default_rng(7)
+  d, k, steps, lr, wd = 32, 8, 400, 1e-3, 0.1
+  scale = np.where(np.arange(k) < k // 2, 3.0, 1.0)[None]
+  opt = spherax.rv_adamw(lr, weight_decay=wd, rotation_scale={"w": jnp.asarray(scale)})
+  x = jnp.asarray(rng.uniform(-1, 1, size=(d, k)), jnp.float32)
+  gs = jnp.asarray(rng.normal(size=(steps, d, k)), jnp.float32)
+
+  def body(carry, g):
+    x, s = carry
+    g = g - x * (g * x).sum(0) / (x * x).sum(0)
+    u, s = opt.update({"w": g}, s, {"w": x})
+    x_new = x + u["w"]
+    cos = (x * x_new).sum(0) / jnp.linalg.norm(x, axis=0) / jnp.linalg.norm(x_new, axis=0)
+    return (x_new, s), jnp.arccos(jnp.clip(cos, -1, 1))
+
+  _, angles = jax.lax.scan(jax.jit(body), (x, opt.init({"w": x})), gs)
+  measured = np.asarray(angles)[150:].mean(axis=0)
+  eta_r = np.sqrt(2 * lr * wd * 0.1 / 1.9)
+  np.testing.assert_allclose(measured, scale[0] * eta_r, rtol=0.05)
+
+
+def test_rotation_scale_bad_values_raise():
+  params = {"w": jnp.ones((4, 3)) + jnp.eye(4, 3), "b": jnp.zeros(3)}
+  with pytest.raises(ValueError, match="rotation_scale"):
+    spherax.rv_sgdm(0.1, rotation_scale=-1.0)
+  for bad, match in (({"w": jnp.ones((1, 2)), "b": None}, "'w'.*per-group shape"),
+                     ({"w": -jnp.ones((1, 3)), "b": None}, "'w' must be >= 0"),
+                     ([1.0], "pytree like params")):
+    with pytest.raises(ValueError, match=match):
+      spherax.rv_sgdm(0.1, rotation_scale=bad).init(params)
+
+
+def test_one_count_whatever_the_inner_transforms_count():
+  """The state's only ``count`` is the step; inner counts keep their own meaning under
+  the name ``inner_count`` (``optax.apply_every``'s is the step modulo k; a nested
+  ``inject_hyperparams`` state holds two), and the inner transforms behave as alone."""
+  rng = np.random.default_rng(8)
+  params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=3), jnp.float32)}
+  every = optax.chain(optax.sgd(0.1), optax.apply_every(k=2))
+  direction = optax.inject_hyperparams(optax.adam)(learning_rate=1.0)
+  opt = rotational_wrapper(direction, every, 0.1, lambda lr: 0.05)
+  state, alone = opt.init(params), every.init({"b": params["b"]})
+  for t in range(3):
+    g = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+    u, state = opt.update(g, state, params)
+    u_alone, alone = every.update({"b": g["b"]}, alone)
+    np.testing.assert_array_equal(u["b"], u_alone["b"])
+    assert int(optax.tree.get(state, "count")) == t + 1
+  inner = sorted(int(c) for c in jax.tree.leaves(
+      [v for _, v in optax.tree.get_all_with_path(state, "inner_count")]))
+  assert inner == [1, 3, 3]  # apply_every: 3 mod 2; inject_hyperparams and its adam: 3
