@@ -88,6 +88,8 @@ __all__ = [
     "transport_reference",
     "transport_parallel",
     "center",
+    "shifted_dot",
+    "tangent_sqnorm",
 ]
 
 
