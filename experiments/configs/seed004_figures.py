@@ -23,9 +23,8 @@ App. O unless a comment says otherwise.
   loop reports the test accuracy of the best-validation checkpoint (the
   validation accuracies are in each run's ``metrics.jsonl``).
 * Fig. 12 (App. O "Imbalanced Rotation": a portion ``p`` of the neurons rotates
-  ``f`` times faster) is not configured: it needs a transform that scales the
-  rotation of chosen groups, which neither spherax nor
-  :mod:`experiments.optimizers` has.
+  ``f`` times slower or faster) is its own config,
+  :mod:`experiments.configs.seed004_fig12` (the RV optimizers' ``rotation_scale=``).
 
 Weight decay on gains and biases: the paper follows timm (λ = 0 there), and so do
 these configs (``decay_mask="kernels"``: only ``ndim ≥ 2`` weights are decayed).
