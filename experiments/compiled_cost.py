@@ -405,9 +405,10 @@ class StepCost:
   passes_skip: float
 
 
-def step_cost(opt, shapes, device, compiler_options=None, dump=None) -> tuple[StepCost, int]:
-  """Compiles ``opt``'s donated step on float32 ``shapes`` for ``device``;
-  returns its :class:`StepCost` and the param bytes."""
+def lower_step(opt, shapes, device) -> tuple[jax.stages.Lowered, int, int]:
+  """Lowers ``opt``'s donated step on float32 ``shapes`` for ``device`` (traced
+  once, compiled per set of compiler options by :func:`cost_of_lowered`); returns
+  the lowering, the param bytes and the state bytes."""
   sharding = jax.sharding.NamedSharding(
       jax.sharding.Mesh([device], ("d",)), jax.sharding.PartitionSpec())
   abstract = lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding)
@@ -419,21 +420,34 @@ def step_cost(opt, shapes, device, compiler_options=None, dump=None) -> tuple[St
     updates, s = opt.update(g, s, p)
     return optax.apply_updates(p, updates), s
 
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile(
-      compiler_options or None)
+  lowered = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params)
+  return lowered, benchmark.nbytes(params), benchmark.nbytes(state)
+
+
+def cost_of_lowered(lowered, param_bytes, state_bytes, compiler_options=None,
+                  dump=None) -> StepCost:
+  """Compiles a :func:`lower_step` lowering with ``compiler_options`` and
+  counts its :class:`StepCost` (writing the optimized HLO to ``dump``)."""
+  compiled = lowered.compile(compiler_options or None)
   text = compiled.as_text()
   if dump:
     with open(dump, "w") as f:
       f.write(text)
   cost = hlo_cost(text)
-  param_bytes = benchmark.nbytes(params)
   memory = compiled.memory_analysis()
   return StepCost(
       passes=cost.hbm_bytes / param_bytes, kernels=cost.kernels, fusions=cost.fusions,
       estimated_cycles=cost.estimated_cycles,
       temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0) or 0),
-      state_bytes=benchmark.nbytes(state), conditionals=cost.conditionals,
-      passes_skip=cost.hbm_bytes_skip / param_bytes), param_bytes
+      state_bytes=state_bytes, conditionals=cost.conditionals,
+      passes_skip=cost.hbm_bytes_skip / param_bytes)
+
+
+def step_cost(opt, shapes, device, compiler_options=None, dump=None) -> tuple[StepCost, int]:
+  """Compiles ``opt``'s donated step on float32 ``shapes`` for ``device``;
+  returns its :class:`StepCost` and the param bytes."""
+  lowered, param_bytes, state_bytes = lower_step(opt, shapes, device)
+  return cost_of_lowered(lowered, param_bytes, state_bytes, compiler_options, dump), param_bytes
 
 
 def optimizers() -> dict:
@@ -467,22 +481,23 @@ def measure(target_name: str, cases: list[str], names: list[str], dump_dir=None,
   factories = optimizers()
   results = {}
   for case in cases:
-    results[case] = {}
-    for mode, options in modes.items():
-      costs = {}
-      for name in names:
+    costs = {mode: {} for mode in modes}
+    for name in names:
+      # One trace and lowering per optimizer and case, compiled once per mode.
+      lowered, param_bytes, state_bytes = lower_step(factories[name](), CASES[case], device)
+      for mode, options in modes.items():
         dump = None
         if dump_dir:
           safe = re.sub(r"[^\w.]+", "_", name).strip("_")
           dump = os.path.join(dump_dir, f"{target_name}.{case}.{mode}.{safe}.hlo")
-        costs[name], param_bytes = step_cost(factories[name](), CASES[case], device,
-                                             options, dump)
-        print(f"  {case} {mode} {name}: {costs[name].passes:.2f} passes", file=sys.stderr,
-              flush=True)
+        costs[mode][name] = cost_of_lowered(lowered, param_bytes, state_bytes, options, dump)
+        print(f"  {case} {mode} {name}: {costs[mode][name].passes:.2f} passes",
+              file=sys.stderr, flush=True)
         if name == "sgd":
-          check_references(case, mode, costs)
-      results[case][mode] = {n: {**dataclasses.asdict(c), "param_bytes": param_bytes}
-                             for n, c in costs.items()}
+          check_references(case, mode, costs[mode])
+    results[case] = {mode: {n: {**dataclasses.asdict(c), "param_bytes": param_bytes}
+                            for n, c in mode_costs.items()}
+                     for mode, mode_costs in costs.items()}
     if on_case:
       on_case(results)
   return results
