@@ -42,10 +42,14 @@ def test_table_and_json_structure(tmp_path, capsys):
   assert list(rows) == [compile_time.REFERENCE, "adams"]
   fields = {"trace_s", "lower_s", "compile_s", "total_s", "cpu_s", "load_before",
             "load_after", "ratio", "cpu_ratio"}
-  for r in rows.values():
-    assert set(r) == fields
+  ref = rows[compile_time.REFERENCE]
+  assert set(rows["adams"]) == fields and set(ref) == fields | {"runs"}
+  for r in [rows["adams"], *ref["runs"]]:
     assert r["total_s"] == pytest.approx(r["trace_s"] + r["lower_s"] + r["compile_s"])
-  assert rows[compile_time.REFERENCE]["ratio"] == rows[compile_time.REFERENCE]["cpu_ratio"] == 1
+  # The reference is measured first and last; its row is the mean of the two.
+  assert len(ref["runs"]) == 2
+  assert ref["cpu_s"] == pytest.approx(sum(r["cpu_s"] for r in ref["runs"]) / 2)
+  assert ref["ratio"] == ref["cpu_ratio"] == 1
   assert rows["adams"]["ratio"] == pytest.approx(
       rows["adams"]["total_s"] / rows[compile_time.REFERENCE]["total_s"])
   out = capsys.readouterr().out
