@@ -24,6 +24,8 @@ two-leaf tree of other shapes (:data:`WARM_UP`) that takes the backend's start
 and first-use costs out of the figure. The table gives, per leaf count and optimizer, the seconds of each
 stage (wall clock), the process's CPU seconds for all three (all of its
 threads; less sensitive than the wall clock to other load on the machine),
+the number of operations in the lowered StableHLO module (``ops``,
+deterministic: what the compiler is given, which its time grows with),
 and the ratio of ``trace + lower + compile`` to ``optax.adam``'s in the same
 run, in wall and in CPU seconds. ``optax.adam`` is measured first and again
 last; its row is the mean of the two (both kept under ``runs`` in the JSON), so
@@ -107,7 +109,8 @@ def _abstract(shapes: dict) -> dict:
 
 def stage_seconds(opt, shapes: dict) -> dict[str, float]:
   """Wall seconds of tracing, lowering and compiling ``opt``'s donated step on
-  float32 ``shapes``, and the CPU seconds of the three (this process)."""
+  float32 ``shapes``, the CPU seconds of the three (this process) and the
+  :func:`stablehlo_ops` of the lowering."""
   params = _abstract(shapes)
   state = jax.eval_shape(opt.init, params)
 
@@ -123,8 +126,19 @@ def stage_seconds(opt, shapes: dict) -> dict[str, float]:
   t2 = time.perf_counter()
   lowered.compile()
   t3 = time.perf_counter()
+  cpu = time.process_time() - cpu
   return {"trace_s": t1 - t0, "lower_s": t2 - t1, "compile_s": t3 - t2,
-          "total_s": t3 - t0, "cpu_s": time.process_time() - cpu}
+          "total_s": t3 - t0, "cpu_s": cpu, "ops": stablehlo_ops(lowered.as_text())}
+
+
+def stablehlo_ops(text: str) -> int:
+  """The operations of a lowered module's text (lines that assign a value):
+  a deterministic measure of what the compiler is given.
+
+  >>> stablehlo_ops("  %0 = stablehlo.add %a, %b : tensor<2xf32>\\n  return %0")
+  1
+  """
+  return sum(" = " in line for line in text.splitlines())
 
 
 def measure_one(name: str, num_leaves: int) -> dict[str, float]:
@@ -164,19 +178,20 @@ def mean_row(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def add_ratios(rows: dict[str, dict]) -> dict[str, dict]:
-  """Adds ``ratio`` (wall) and ``cpu_ratio``: ``total_s`` and ``cpu_s`` over
-  :data:`REFERENCE`'s (a timed-out row gets none).
+  """Adds ``ratio`` (wall), ``cpu_ratio`` and ``ops_ratio``: ``total_s``,
+  ``cpu_s`` and ``ops`` over :data:`REFERENCE`'s (a timed-out row gets none).
 
-  >>> rows = {REFERENCE: {"total_s": 2.0, "cpu_s": 1.0},
-  ...         "x": {"total_s": 3.0, "cpu_s": 2.5}, "y": {"timeout_s": 9}}
+  >>> rows = {REFERENCE: {"total_s": 2.0, "cpu_s": 1.0, "ops": 10},
+  ...         "x": {"total_s": 3.0, "cpu_s": 2.5, "ops": 30}, "y": {"timeout_s": 9}}
   >>> add_ratios(rows)["x"]
-  {'total_s': 3.0, 'cpu_s': 2.5, 'ratio': 1.5, 'cpu_ratio': 2.5}
+  {'total_s': 3.0, 'cpu_s': 2.5, 'ops': 30, 'ratio': 1.5, 'cpu_ratio': 2.5, 'ops_ratio': 3.0}
   >>> add_ratios(rows)["y"]
   {'timeout_s': 9}
   """
   ref = rows[REFERENCE]
   return {name: r if "timeout_s" in r else
-          {**r, "ratio": r["total_s"] / ref["total_s"], "cpu_ratio": r["cpu_s"] / ref["cpu_s"]}
+          {**r, "ratio": r["total_s"] / ref["total_s"], "cpu_ratio": r["cpu_s"] / ref["cpu_s"],
+           "ops_ratio": r["ops"] / ref["ops"]}
           for name, r in rows.items()}
 
 
@@ -186,17 +201,18 @@ def print_table(results: dict[str, dict[str, dict]]) -> None:
     print(f"\n### {leaves} leaves (CPU: {jax.default_backend()}); bound: "
           f"{BOUND:g}× {REFERENCE}\n")
     print("| optimizer | trace s | lower s | compile s | total s | /adam | CPU s | CPU /adam "
-          "| within | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| within | load | ops | ops /adam |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
       if "timeout_s" in r:
-        print(f"| {name} | | | | > {r['timeout_s']:g} | | | | NO | |")
+        print(f"| {name} | | | | > {r['timeout_s']:g} | | | | NO | | | |")
         continue
       ok = "yes" if max(r["ratio"], r["cpu_ratio"]) <= BOUND else (
           "CPU only" if r["cpu_ratio"] <= BOUND else "NO")
       print(f"| {name} | {r['trace_s']:.1f} | {r['lower_s']:.1f} | {r['compile_s']:.1f} | "
             f"{r['total_s']:.1f} | {r['ratio']:.2f} | {r['cpu_s']:.1f} | "
-            f"{r['cpu_ratio']:.2f} | {ok} | {r['load_before']:.1f}–{r['load_after']:.1f} |")
+            f"{r['cpu_ratio']:.2f} | {ok} | {r['load_before']:.1f}–{r['load_after']:.1f} | "
+            f"{r['ops']} | {r['ops_ratio']:.2f} |")
 
 
 def main(argv=None) -> None:
