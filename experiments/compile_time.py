@@ -59,7 +59,7 @@ import optax
 
 from experiments import benchmark
 
-REFERENCE = "optax.adam"
+BASELINE = "optax.adam"
 BOUND = 2.0  # issue 13: within 2× optax.adam's trace + compile time
 
 # One block of a small convolutional network: (name, shape) per leaf.
@@ -78,7 +78,7 @@ WARM_UP = {"kernel": (2, 3, 5), "bias": (5,)}
 
 def factories() -> dict:
   """``optax.adam`` first, then the benchmark's optimizers (factories)."""
-  return {REFERENCE: lambda: optax.adam(1e-3),
+  return {BASELINE: lambda: optax.adam(1e-3),
           **{name: factory for name, (factory, _) in benchmark.OPTIMIZERS.items()}}
 
 
@@ -179,16 +179,16 @@ def mean_row(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def add_ratios(rows: dict[str, dict]) -> dict[str, dict]:
   """Adds ``ratio`` (wall), ``cpu_ratio`` and ``ops_ratio``: ``total_s``,
-  ``cpu_s`` and ``ops`` over :data:`REFERENCE`'s (a timed-out row gets none).
+  ``cpu_s`` and ``ops`` over :data:`BASELINE`'s (a timed-out row gets none).
 
-  >>> rows = {REFERENCE: {"total_s": 2.0, "cpu_s": 1.0, "ops": 10},
+  >>> rows = {BASELINE: {"total_s": 2.0, "cpu_s": 1.0, "ops": 10},
   ...         "x": {"total_s": 3.0, "cpu_s": 2.5, "ops": 30}, "y": {"timeout_s": 9}}
   >>> add_ratios(rows)["x"]
   {'total_s': 3.0, 'cpu_s': 2.5, 'ops': 30, 'ratio': 1.5, 'cpu_ratio': 2.5, 'ops_ratio': 3.0}
   >>> add_ratios(rows)["y"]
   {'timeout_s': 9}
   """
-  ref = rows[REFERENCE]
+  ref = rows[BASELINE]
   return {name: r if "timeout_s" in r else
           {**r, "ratio": r["total_s"] / ref["total_s"], "cpu_ratio": r["cpu_s"] / ref["cpu_s"],
            "ops_ratio": r["ops"] / ref["ops"]}
@@ -199,7 +199,7 @@ def print_table(results: dict[str, dict[str, dict]]) -> None:
   """One markdown table per leaf count."""
   for leaves, rows in results.items():
     print(f"\n### {leaves} leaves (CPU: {jax.default_backend()}); bound: "
-          f"{BOUND:g}× {REFERENCE}\n")
+          f"{BOUND:g}× {BASELINE}\n")
     print("| optimizer | trace s | lower s | compile s | total s | /adam | CPU s | CPU /adam "
           "| within | load | ops | ops /adam |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -219,7 +219,7 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--leaves", nargs="+", type=int, default=[500, 2000])
   parser.add_argument("--only", nargs="*", default=None,
-                      help=f"optimizer names ({REFERENCE} always runs)")
+                      help=f"optimizer names ({BASELINE} always runs)")
   parser.add_argument("--json", default=None, help="also write the results to this file")
   parser.add_argument("--timeout", type=float, default=None,
                       help="seconds after which one measurement is given up")
@@ -236,19 +236,19 @@ def main(argv=None) -> None:
     unknown = set(args.only) - set(names)
     if unknown:
       parser.error(f"unknown optimizers {sorted(unknown)}; choose from {names}")
-    names = [n for n in names if n == REFERENCE or n in args.only]
+    names = [n for n in names if n == BASELINE or n in args.only]
   if any(n < 1 for n in args.leaves):
     parser.error("--leaves must be positive")
 
   results: dict[str, dict] = {}
   for leaves in args.leaves:
     rows, runs = {}, []
-    for name in names + [REFERENCE]:  # the reference first and last
+    for name in names + [BASELINE]:  # the reference first and last
       r = (measure_one(name, leaves) if args.in_process
            else measure_fresh(name, leaves, args.timeout))
-      if name == REFERENCE:
+      if name == BASELINE:
         if "timeout_s" in r:
-          raise SystemExit(f"{REFERENCE} ran past --timeout at {leaves} leaves")
+          raise SystemExit(f"{BASELINE} ran past --timeout at {leaves} leaves")
         runs.append(r)
         r = {**mean_row(runs), "runs": runs}
       rows[name] = r
