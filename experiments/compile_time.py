@@ -212,7 +212,7 @@ def print_table(results: dict[str, dict[str, dict]]) -> None:
       print(f"| {name} | {r['trace_s']:.1f} | {r['lower_s']:.1f} | {r['compile_s']:.1f} | "
             f"{r['total_s']:.1f} | {r['ratio']:.2f} | {r['cpu_s']:.1f} | "
             f"{r['cpu_ratio']:.2f} | {ok} | {r['load_before']:.1f}–{r['load_after']:.1f} | "
-            f"{r['ops']} | {r['ops_ratio']:.2f} |")
+            f"{r['ops']:.0f} | {r['ops_ratio']:.2f} |")
 
 
 def main(argv=None) -> None:
