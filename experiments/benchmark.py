@@ -84,56 +84,63 @@ OPTIMIZERS = {
 
 # Minimal full-size array reads + writes per step, shared by this benchmark and
 # experiments.compiled_cost (which divides the compiled HBM bytes by them). A
-# full-size array is one params-sized tensor; per-group statistics are
-# negligible. Group reductions need one pass before the element-wise update
-# pass; every dot product that a later formula needs is expanded in the
-# pre-step dot products, so one reduction pass suffices. A moment that does not
-# depend on a reduction can be written by the reduction pass itself (it reads
-# g and the old moment anyway), so the update pass reads the new moment instead
-# of g and the old one.
+# full-size array is one params-sized tensor; per-group statistics (a per-group
+# second moment, a norm) are negligible. Where a formula needs a group
+# reduction, one reduction pass precedes the element-wise update pass: every
+# dot product that a later formula needs (post-step ones such as <x, x'>,
+# ||x'||² included) is expanded in pre-step dot products, so one reduction pass
+# suffices. The reduction pass may write every full-size output that needs no
+# reduction (an in-pass moment write: Adam's m', v', a momentum buffer); the
+# update pass then reads the new moment instead of g and the old moment.
+# Statistics that nothing in the step consumes (the tracker's) are reduced in
+# the pass that produces their operands. Each entry: (passes, derivation as
+# "(reads + writes) + (reads + writes): ..." of the reduction pass and the
+# update pass, or "(reads + writes): ..." of one pass, or "as <name>"); the stored
+# state is what the optimizer stores today (e.g. AdamSRT's transported m).
 MIN_PASSES = {
-    # One element-wise pass.
-    "adamw": (7, "update pass: read g, m, v, x; write m, v, x"),
-    "sgd": (5, "update pass: read g, buf, x; write buf, x"),
-    # v is one scalar per group: 2 + 5.
-    "adams": (7, "reduce Σ(g+λx)² (read g, x) + update (read g, x, m; write m, x); v per group"),
-    # The stored m is m' transported to x', which needs the reductions: 3 + 5.
-    "adamsrt": (8, "one reduce pass over g, x, m gives Σ(g+λx)², ||x||², <x,m'>, ||m'||² "
-                "(<x,x'>, <m',x'>, ||x'||² in closed form) + update (read 3, write m, x)"),
-    "adamsrt_parallel": (8, "as adamsrt: <m',u'>, <u,u'> also follow from those reductions"),
-    # As adamsrt with the buffer in place of m: 3 + 5.
-    "sgdmrt": (8, "reduce over g, x, buf (||x||², <x,b'>, ||b'||²) + update (read 3, write buf, x)"),
-    # m' = β1 τ(m) + (1−β1)(g − <g,x>x/||x||²) needs <g,x>, so m is written by
-    # the update pass: 3 + 5.
-    "adamg": (8, "reduce over g, x, m (<x,g>, ||g||², <m,h>, ||m||², ||x||²) + update (read 3, "
-              "write m, x); exp map and transport of m in closed form"),
+    # One element-wise pass, no reduction.
+    "adamw": (7, "(4 + 3): one element-wise pass reads g, m, v, x, writes m, v, x"),
+    "sgd": (5, "(3 + 2): one element-wise pass reads g, buf, x, writes buf, x"),
+    "adams": (7, "(2 + 0) + (3 + 2): reduce Σ(g+λx)² over g, x (v per group); update reads "
+              "g, m, x, writes m, x (writing m' in the reduction pass instead: (3 + 1) + "
+              "(2 + 1), also 7)"),
+    "adamsrt": (8, "(3 + 1) + (2 + 2): reduce over g, m, x (Σ(g+λx)², ||x||², <x,m'>, "
+                "||m'||²; <x,x'>, <m',x'>, ||x'||² in closed form) writing m'; update reads "
+                "m', x, writes the transported m and x (m' unwritten: (3 + 0) + (3 + 2))"),
+    "adamsrt_parallel": (8, "as adamsrt: <m',u'> and <u,u'> follow from the same reductions"),
+    "sgdmrt": (8, "(3 + 2) + (2 + 1): reduce over g, buf, x (||x||², <x,b'>, ||b'||²) writing "
+               "b' = μ buf + g + λx and x' = x − ηb' (no reduction needed); update reads b', "
+               "x', writes the transported buf (writing neither: (3 + 0) + (3 + 2))"),
+    "adamg": (8, "(3 + 0) + (3 + 2): reduce over g, m, x (<x,g>, ||x||², ||g||², <m,g>, "
+              "<m,x>, ||m||² give ||h||² and ||m'||²; v per group); m' needs <x,g>, so the "
+              "update reads g, m, x and writes the transported m and x (exp map in closed "
+              "form); writing β1 m + (1−β1) g in the reduction pass: (3 + 1) + (2 + 2), also 8"),
     "sgdg": (8, "as adamg with the momentum buffer"),
-    # Accumulator per group, no full-size state: 2 + 3.
-    "adagradg": (5, "reduce over g, x (||g||², <x,g>, ||x||²) + update (read g, x; write x)"),
-    # Second moment per group, no full-size state: 2 + 3.
-    "nero": (5, "reduce over g, x (row sums and norms of g, x) + update (read g, x; write x)"),
-    # Adam's m', v' need no reduction: the reduction pass writes them and forms
-    # p = m̂'/(√v̂'+ε) on the fly for <p, x>: (4 + 2) + (3 + 1).
-    "adamp": (10, "reduce over g, m, v, x (cosines of g and x, <Adam update, x> for both views) "
-              "writing m', v' + update (read m', v', x; write x)"),
-    # The stored buffer is the projected one, which needs the reductions: 3 + 5.
-    "sgdp": (8, "reduce over g, x, buf + update (read 3, write buf, x)"),
-    # Adam's m', v' need no reduction (written by the reduction pass, which
-    # forms u = m̂'/(√v̂'+ε) on the fly): (4 + 2) + (3 + 1).
-    "rv_adamw": (10, "reduce over g, m, v, x (<u,x>, ||u||², Σu, Σx, ||x||² give ||Δ||² and "
-                 "||x'||²) writing m', v' + update (read m', v', x; write x)"),
-    # buf' = μ buf + g needs no reduction: (3 + 1) + (2 + 1).
-    "rv_sgdm": (7, "reduce over g, buf, x writing buf' + update (read buf', x; write x)"),
-    # The step sign(β1 m + (1−β1) g) needs the old m and g, the stored
-    # m' = β2 m + (1−β2) g cannot replace them: 3 + 5.
-    "rv_lion": (8, "reduce over g, m, x + update (read 3, write m, x)"),
-    # Adam on g + λx: the moments need no reduction, as rv_adamw.
-    "rv_adam_l2": (10, "as rv_adamw"),
+    "adagradg": (5, "(2 + 0) + (2 + 1): reduce over g, x (||g||², <x,g>, ||x||²; accumulator "
+                 "per group); update reads g, x, writes x"),
+    "nero": (5, "(2 + 0) + (2 + 1): reduce over g, x (||g||², <x,g>, ||x||², Σg, Σx per row; v "
+             "per row); update reads g, x, writes x (re-centred, re-normalised in closed form)"),
+    "adamp": (10, "(4 + 2) + (3 + 1): reduce over g, m, v, x (<g,x>, ||g||², ||x||², <p,x> with "
+              "p = m̂'/(√v̂'+ε) formed on the fly, per view) writing m', v'; update reads m', v', "
+              "x, writes x (m', v' unwritten: (4 + 0) + (4 + 3) = 11)"),
+    "sgdp": (8, "(3 + 1) + (2 + 2): reduce over g, buf, x (<g,x>, ||g||², ||x||², <b',x>) "
+             "writing b' = μ buf + g; the stored buffer is the projected one: update reads b', x, "
+             "writes buf, x"),
+    "rv_adamw": (10, "(4 + 2) + (3 + 1): reduce over g, m, v, x (<u,x>, ||u||², Σu, Σx, ||x||² "
+                 "with u = m̂'/(√v̂'+ε) formed on the fly give ||Δ||² and ||x'||²) writing m', "
+                 "v'; update reads m', v', x, writes x (m', v' unwritten: 4 + 7 = 11)"),
+    "rv_sgdm": (7, "(3 + 1) + (2 + 1): reduce over g, buf, x writing buf' = μ buf + g; update "
+                "reads buf', x, writes x (buf' unwritten: 3 + 5 = 8)"),
+    "rv_lion": (8, "(3 + 0) + (3 + 2): reduce over g, m, x (<s,x>, ||s||², Σs, Σx, ||x||² of "
+                "s = sign(β1 m + (1−β1) g)); s needs the old m and g, which the stored "
+                "m' = β2 m + (1−β2) g cannot replace, so writing m' early saves nothing"),
+    "rv_adam_l2": (10, "as rv_adamw (Adam's moments of g and of g + λx need no reduction)"),
     "rotational(adam)": (10, "as rv_adamw"),
-    # The tracker's statistics come from the same pre-step dot products.
-    "rv_adamw+track_dynamics": (10, "as rv_adamw: the tracker's dot products fuse into the "
-                                "reduction pass; its output is per group"),
-    "rv_adamw+track_dynamics(every=10)": (10, "as rv_adamw+track_dynamics"),
+    "rv_adamw+track_dynamics": (10, "as rv_adamw: <g,g>, <g,x>, <x,x> in the reduction pass, "
+                                "<x,Δ>, ||Δ||² in the update pass (Δ needs the reductions; "
+                                "nothing in the step consumes them); the output is per group"),
+    "rv_adamw+track_dynamics(every=10)": (10, "as rv_adamw+track_dynamics on a recording "
+                                          "step, as rv_adamw on the others"),
 }
 
 

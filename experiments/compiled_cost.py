@@ -108,6 +108,11 @@ _TOLERANCE = 5e-3  # scalars (the step count) add a few bytes
 
 NO_MSA = {"xla_msa_enable": False}
 
+# Optimizers that record every k steps inside a ``lax.cond``: name -> (the bare
+# optimizer, k). Per step on average they move ``skip + (passes − skip)/k``
+# passes (``passes``: a recording step, the costliest branch; ``skip``: the others).
+RECORD_EVERY = {"rv_adamw+track_dynamics(every=10)": ("rv_adamw", 10)}
+
 # ---------------------------------------------------------------------------
 # Counting HBM bytes in optimized HLO text.
 
@@ -146,10 +151,12 @@ class HloCost:
   """HBM traffic and kernel counts of one compiled program.
 
   ``conditionals`` counts the ``conditional`` instructions met; each contributes
-  its costliest branch.
+  its costliest branch to every field but ``hbm_bytes_skip``, the HBM bytes
+  with each conditional's cheapest branch instead.
   """
 
   hbm_bytes: int = 0
+  hbm_bytes_skip: int = 0
   kernels: int = 0
   fusions: int = 0
   estimated_cycles: int = 0
@@ -281,8 +288,9 @@ def _computation_cost(computations, name) -> HloCost:
       branches = (_called(ins.attributes, "branch_computations")
                   or _called(ins.attributes, "true_computation")
                   + _called(ins.attributes, "false_computation"))
-      cost += max((_computation_cost(computations, b) for b in branches),
-                  key=lambda c: c.hbm_bytes)
+      costs = [_computation_cost(computations, b) for b in branches]
+      cheapest = min(c.hbm_bytes_skip for c in costs)
+      cost += dataclasses.replace(max(costs, key=lambda c: c.hbm_bytes), hbm_bytes_skip=cheapest)
       cost.conditionals += 1
       continue
     if ins.opcode == "while":
@@ -292,10 +300,14 @@ def _computation_cost(computations, name) -> HloCost:
       # per HBM side (read from HBM, written to HBM).
       destination = _tuple_elements(ins.shape)[_DMAS[ins.opcode]]
       moved = array_bytes(destination, hbm_only=False)
-      cost.hbm_bytes += moved * (_in_hbm(shapes[ins.operands[0]]) + _in_hbm(destination))
+      moved *= _in_hbm(shapes[ins.operands[0]]) + _in_hbm(destination)
+      cost.hbm_bytes += moved
+      cost.hbm_bytes_skip += moved
       continue
     touched = [ins.shape] + [shapes[o] for o in ins.operands]
-    cost.hbm_bytes += sum(array_bytes(s) for s in touched)
+    moved = sum(array_bytes(s) for s in touched)
+    cost.hbm_bytes += moved
+    cost.hbm_bytes_skip += moved
     if any(m.group("dims") for s in touched for m in _ARRAY.finditer(s)):
       cost.kernels += 1
       cost.fusions += ins.opcode == "fusion"
@@ -309,7 +321,7 @@ def hlo_cost(text: str) -> HloCost:
 
   Walks the entry computation's instructions (and those of the computations
   that ``call``, ``async-start`` and ``conditional`` run, the costliest branch
-  of a conditional): each instruction that runs reads its operands and writes
+  of a conditional, and the cheapest one in ``hbm_bytes_skip``): each instruction that runs reads its operands and writes
   its result, and the bytes of those in HBM are added up (an operand read
   twice counts once). Memory spaces other than 0 (TPU VMEM, SMEM, semaphores)
   are not HBM; an async copy counts its HBM side(s) once.
@@ -322,7 +334,7 @@ def hlo_cost(text: str) -> HloCost:
   ...   ROOT %y = f32[256]{0} fusion(%x, %g, %n), kind=kLoop, calls=%update
   ... }'''
   >>> hlo_cost(text)
-  HloCost(hbm_bytes=5120, kernels=2, fusions=2, estimated_cycles=0, conditionals=0)
+  HloCost(hbm_bytes=5120, hbm_bytes_skip=5120, kernels=2, fusions=2, estimated_cycles=0, conditionals=0)
   """
   computations, entry = parse_hlo(text)
   return _computation_cost(computations, entry)
@@ -380,7 +392,8 @@ def topology_devices(target: Target) -> list:
 
 @dataclasses.dataclass
 class StepCost:
-  """One optimizer's compiled step on one case."""
+  """One optimizer's compiled step on one case (``passes_skip``: the passes
+  with each ``lax.cond``'s cheapest branch, :class:`HloCost`)."""
 
   passes: float
   kernels: int
@@ -389,11 +402,13 @@ class StepCost:
   temp_bytes: int
   state_bytes: int
   conditionals: int
+  passes_skip: float
 
 
-def step_cost(opt, shapes, device, compiler_options=None, dump=None) -> tuple[StepCost, int]:
-  """Compiles ``opt``'s donated step on float32 ``shapes`` for ``device``;
-  returns its :class:`StepCost` and the param bytes."""
+def lower_step(opt, shapes, device) -> tuple[jax.stages.Lowered, int, int]:
+  """Lowers ``opt``'s donated step on float32 ``shapes`` for ``device`` (traced
+  once, compiled per set of compiler options by :func:`cost_of_lowered`); returns
+  the lowering, the param bytes and the state bytes."""
   sharding = jax.sharding.NamedSharding(
       jax.sharding.Mesh([device], ("d",)), jax.sharding.PartitionSpec())
   abstract = lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding)
@@ -405,20 +420,34 @@ def step_cost(opt, shapes, device, compiler_options=None, dump=None) -> tuple[St
     updates, s = opt.update(g, s, p)
     return optax.apply_updates(p, updates), s
 
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile(
-      compiler_options or None)
+  lowered = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params)
+  return lowered, benchmark.nbytes(params), benchmark.nbytes(state)
+
+
+def cost_of_lowered(lowered, param_bytes, state_bytes, compiler_options=None,
+                  dump=None) -> StepCost:
+  """Compiles a :func:`lower_step` lowering with ``compiler_options`` and
+  counts its :class:`StepCost` (writing the optimized HLO to ``dump``)."""
+  compiled = lowered.compile(compiler_options or None)
   text = compiled.as_text()
   if dump:
     with open(dump, "w") as f:
       f.write(text)
   cost = hlo_cost(text)
-  param_bytes = benchmark.nbytes(params)
   memory = compiled.memory_analysis()
   return StepCost(
       passes=cost.hbm_bytes / param_bytes, kernels=cost.kernels, fusions=cost.fusions,
       estimated_cycles=cost.estimated_cycles,
       temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0) or 0),
-      state_bytes=benchmark.nbytes(state), conditionals=cost.conditionals), param_bytes
+      state_bytes=state_bytes, conditionals=cost.conditionals,
+      passes_skip=cost.hbm_bytes_skip / param_bytes)
+
+
+def step_cost(opt, shapes, device, compiler_options=None, dump=None) -> tuple[StepCost, int]:
+  """Compiles ``opt``'s donated step on float32 ``shapes`` for ``device``;
+  returns its :class:`StepCost` and the param bytes."""
+  lowered, param_bytes, state_bytes = lower_step(opt, shapes, device)
+  return cost_of_lowered(lowered, param_bytes, state_bytes, compiler_options, dump), param_bytes
 
 
 def optimizers() -> dict:
@@ -452,22 +481,23 @@ def measure(target_name: str, cases: list[str], names: list[str], dump_dir=None,
   factories = optimizers()
   results = {}
   for case in cases:
-    results[case] = {}
-    for mode, options in modes.items():
-      costs = {}
-      for name in names:
+    costs = {mode: {} for mode in modes}
+    for name in names:
+      # One trace and lowering per optimizer and case, compiled once per mode.
+      lowered, param_bytes, state_bytes = lower_step(factories[name](), CASES[case], device)
+      for mode, options in modes.items():
         dump = None
         if dump_dir:
           safe = re.sub(r"[^\w.]+", "_", name).strip("_")
           dump = os.path.join(dump_dir, f"{target_name}.{case}.{mode}.{safe}.hlo")
-        costs[name], param_bytes = step_cost(factories[name](), CASES[case], device,
-                                             options, dump)
-        print(f"  {case} {mode} {name}: {costs[name].passes:.2f} passes", file=sys.stderr,
-              flush=True)
+        costs[mode][name] = cost_of_lowered(lowered, param_bytes, state_bytes, options, dump)
+        print(f"  {case} {mode} {name}: {costs[mode][name].passes:.2f} passes",
+              file=sys.stderr, flush=True)
         if name == "sgd":
-          check_references(case, mode, costs)
-      results[case][mode] = {n: {**dataclasses.asdict(c), "param_bytes": param_bytes}
-                             for n, c in costs.items()}
+          check_references(case, mode, costs[mode])
+    results[case] = {mode: {n: {**dataclasses.asdict(c), "param_bytes": param_bytes}
+                            for n, c in mode_costs.items()}
+                     for mode, mode_costs in costs.items()}
     if on_case:
       on_case(results)
   return results
@@ -515,10 +545,47 @@ def print_tables(target_name: str, results: dict) -> None:
       cells.append(cell)
     print(f"| {name} | {floors[name][0]} | " + " | ".join(cells) + " |")
   if any(c["conditionals"] for modes in results.values() for c in modes["default"].values()):
-    print("\n(cond): the step has a `lax.cond`; its costliest branch is counted.")
+    print("\n(cond): the step has a `lax.cond`; both branches are in the HLO, and the tables "
+          "count the costliest one.")
+  print_averages(results)
   print("\nFloors (full-size arrays read + written per step):")
   for name in next(iter(results.values()))["default"]:
     print(f"- {name}: {floors[name][0]} — {floors[name][1]}")
+
+
+def averages(results: dict) -> list[tuple[str, str, str, float, float, float, float]]:
+  """Per :data:`RECORD_EVERY` optimizer, case and mode with its bare optimizer
+  measured: ``(name, case, mode, recording passes, other steps' passes, the
+  per-step average, average / bare passes)``.
+
+  >>> row = lambda p, s: {"passes": p, "passes_skip": s}
+  >>> run = {"conv": {"default": {"rv_adamw": row(10.0, 10.0),
+  ...                             "rv_adamw+track_dynamics(every=10)": row(16.0, 10.0)}}}
+  >>> averages(run)
+  [('rv_adamw+track_dynamics(every=10)', 'conv', 'default', 16.0, 10.0, 10.6, 1.06)]
+  """
+  out = []
+  for case, modes in results.items():
+    for mode, costs in modes.items():
+      for name, (bare, every) in RECORD_EVERY.items():
+        if name in costs and bare in costs:
+          c = costs[name]
+          skip = c.get("passes_skip", c["passes"])  # absent from older --json files
+          mean = skip + (c["passes"] - skip) / every
+          out.append((name, case, mode, c["passes"], skip, mean, mean / costs[bare]["passes"]))
+  return out
+
+
+def print_averages(results: dict) -> None:
+  rows = averages(results)
+  if not rows:
+    return
+  print("\n### Recording every k steps: HBM passes per step on average\n")
+  print("| optimizer | case | mode | recording step | other steps | average | /bare |")
+  print("|---|---|---|---|---|---|---|")
+  for name, case, mode, passes, skip, mean, ratio in rows:
+    print(f"| {name} | {case} | {mode} | {_fmt(passes)} | {_fmt(skip)} | {_fmt(mean)} | "
+          f"{ratio:.3f} |")
 
 
 def compiler_version(target: Target) -> str:

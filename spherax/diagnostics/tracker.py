@@ -118,10 +118,15 @@ def track_dynamics(
   ``optax.apply_updates``. With ``every=k`` the summaries are computed only on
   steps ``0, k, 2k, ...`` inside a ``lax.cond`` whose branch recomputes ``Δ``
   from the step's inputs (``grads``, the inner state, ``params``), so the other
-  steps pay neither the reductions nor the write of ``Δ``. Record every ``k``
-  steps when you log every ``k`` steps (``python -m experiments.benchmark``
-  measures both against the bare step). Each leaf's summary depends only on
-  that leaf, so tracing and compiling grow linearly with the number of leaves.
+  steps pay neither the reductions nor the write of ``Δ``: they cost what the
+  bare step costs, and a recording step costs the bare step plus one more
+  computation of ``Δ`` with the five reductions, so per step on average
+  ``bare + (recording − bare)/k`` (``python -m experiments.compiled_cost``
+  prints that average of the HBM traffic; ``python -m experiments.benchmark``
+  times both against the bare step). Record every ``k`` steps when you log
+  every ``k`` steps. Each leaf's summary depends only on that leaf, so tracing
+  and compiling grow linearly with the number of leaves (``python -m
+  experiments.compile_time``).
 
   Args:
     inner: the transform whose steps are measured.

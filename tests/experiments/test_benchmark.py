@@ -1,6 +1,7 @@
 """experiments.benchmark: its pytree, its tables and its arguments (no timing here)."""
 
 import math
+import re
 
 import jax
 import pytest
@@ -32,3 +33,23 @@ def test_combine_takes_medians_and_the_ratio_range():
 def test_unknown_optimizer_names_are_rejected():
   with pytest.raises(SystemExit):
     benchmark.main(["--only", "adamx"])
+
+
+def _derived_passes(name):
+  """The passes that a floor's derivation string adds up to: the numbers in its
+  leading "(r + w) + (r + w)" (or "(r + w)"), or the floor of the optimizer it
+  names ("as <name> ...")."""
+  derivation = benchmark.MIN_PASSES[name][1]
+  if derivation.startswith("as "):
+    other = derivation[3:].split(":")[0].split(" (")[0].split(" on ")[0].split(" with ")[0]
+    return benchmark.MIN_PASSES[other][0]
+  terms = re.match(r"^(\(\d+ \+ \d+\)(?: \+ \(\d+ \+ \d+\))?):", derivation)
+  assert terms, (name, derivation)
+  return sum(int(n) for n in re.findall(r"\d+", terms.group(1)))
+
+
+def test_every_floor_is_the_sum_its_derivation_gives():
+  for name, (passes, _) in benchmark.MIN_PASSES.items():
+    assert _derived_passes(name) == passes, name
+  # The in-pass moment writes (issue 13): RV-AdamW 10 and RV-SGDM 7, AdamP 10.
+  assert [benchmark.MIN_PASSES[n][0] for n in ("rv_adamw", "rv_sgdm", "adamp")] == [10, 7, 10]

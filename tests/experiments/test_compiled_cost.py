@@ -120,6 +120,9 @@ def test_gpu_step_descends_into_calls_and_counts_the_costliest_branch():
   # scalar fusion %bias moves 8 bytes and is not counted as a kernel.
   assert cost.hbm_bytes == 3 * A + 2 * A + A + R + 8
   assert (cost.kernels, cost.fusions, cost.conditionals) == (3, 3, 1)
+  # With the cheapest branch (%keep forwards its operand and moves nothing).
+  assert cost.hbm_bytes_skip == 3 * A + 2 * A + 8
+  assert compiled_cost.hlo_cost(TPU_STEP).hbm_bytes_skip == compiled_cost.hlo_cost(TPU_STEP).hbm_bytes
 
 
 def test_loops_and_missing_entry_are_refused():
@@ -133,10 +136,28 @@ def test_loops_and_missing_entry_are_refused():
 
 def test_reference_check_fails_loudly():
   def cost(passes):
-    return compiled_cost.StepCost(passes, 1, 1, 0, 0, 0, 0)
+    return compiled_cost.StepCost(passes, 1, 1, 0, 0, 0, 0, passes)
   compiled_cost.check_references("conv", "default", {"adamw": cost(7.001), "sgd": cost(5.0)})
   with pytest.raises(RuntimeError, match="adamw = 8.000 passes, expected 7"):
     compiled_cost.check_references("conv", "default", {"adamw": cost(8.0), "sgd": cost(5.0)})
+
+
+def test_recording_every_k_steps_is_averaged_over_the_k_steps(capsys):
+  def row(passes, skip):
+    return {"passes": passes, "passes_skip": skip, "kernels": 2, "fusions": 1,
+            "estimated_cycles": 0, "temp_bytes": 0, "state_bytes": 0, "conditionals": 1,
+            "param_bytes": 1000}
+  every = "rv_adamw+track_dynamics(every=10)"
+  bare, k = compiled_cost.RECORD_EVERY[every]
+  assert (bare, k) == ("rv_adamw", 10)
+  assert set(compiled_cost.RECORD_EVERY) <= set(benchmark.OPTIMIZERS)
+  modes = {"default": {"adamw": row(7.0, 7.0), "sgd": row(5.0, 5.0), bare: row(12.0, 12.0),
+                       every: row(30.0, 12.0)}}
+  [(name, case, mode, passes, skip, mean, ratio)] = compiled_cost.averages({"dense": modes})
+  assert (name, case, mode, passes, skip) == (every, "dense", "default", 30.0, 12.0)
+  assert mean == pytest.approx(12.0 + 18.0 / 10) and ratio == pytest.approx(13.8 / 12.0)
+  compiled_cost.print_tables("h100", {"dense": modes})
+  assert f"| {every} | dense | default | 30.0 | 12.0 | 13.8 | 1.150 |" in capsys.readouterr().out
 
 
 def test_every_compiled_optimizer_has_a_floor_and_the_references_come_first():
