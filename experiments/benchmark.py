@@ -134,7 +134,9 @@ MIN_PASSES = {
     "rv_lion": (8, "(3 + 0) + (3 + 2): reduce over g, m, x (<s,x>, ||s||², Σs, Σx, ||x||² of "
                 "s = sign(β1 m + (1−β1) g)); s needs the old m and g, which the stored "
                 "m' = β2 m + (1−β2) g cannot replace, so writing m' early saves nothing"),
-    "rv_adam_l2": (10, "as rv_adamw (Adam's moments of g and of g + λx need no reduction)"),
+    "rv_adam_l2": (11, "(5 + 2) + (3 + 1): as rv_adamw plus one read of x before its "
+                   "reduction pass: the L2 term g + λx_s uses the centred start x_s, whose Σx "
+                   "and ||x||² the moments of g + λx_s need first"),
     "rotational(adam)": (10, "as rv_adamw"),
     "rv_adamw+track_dynamics": (10, "as rv_adamw: <g,g>, <g,x>, <x,x> in the reduction pass, "
                                 "<x,Δ>, ||Δ||² in the update pass (Δ needs the reductions; "

@@ -208,20 +208,12 @@ needs_libtpu = pytest.mark.skipif(
     reason="the TPU compiler is not installed: pip install 'jax[tpu]==0.10.2' (libtpu, "
            "Python 3.11; no TPU needed)")
 
-# A few optimizers on small leaves (groups of 576 and 512 elements, so per-group
-# statistics add < 0.1 pass), at most 1.1 × their analytic floor (issue 13's bound), MSA
-# off (XLA's fusion structure, which the floors describe). Where today's compiled step is
-# above the bound the test is an expected failure naming today's count; strict, so that it
-# fails, and must be moved out of OVER_BOUND_TODAY, once the count drops under the bound.
+# Every optimizer on small leaves (groups of 576 and 512 elements, so per-group
+# statistics add < 0.1 pass), at most 1.1 × its analytic floor (issue 13's bound), MSA
+# off (XLA's fusion structure, which the floors describe).
 SMALL_LEAVES = {"conv": {"kernel": (3, 3, 64, 128)}, "dense": {"kernel": (512, 256)}}
-COMPILED = ["adamw", "sgd", "adams", "adamsrt", "nero", "sgdp", "adamg", "adamp", "rv_adamw",
-            "rv_lion"]
-OVER_BOUND_TODAY = {
-    "adamg": "10.2 passes today (floor 8)",
-    "adamp": "13.1 passes today (floor 10)",
-    "rv_adamw": "11.1 passes today (floor 10)",
-    "rv_lion": "12.1 passes today (floor 8)",
-}
+COMPILED = ["adamw", "sgd", "adams", "adamsrt", "sgdmrt", "adamg", "sgdg", "adagradg", "nero",
+            "adamp", "sgdp", "rv_adamw", "rv_sgdm", "rv_lion", "rv_adam_l2"]
 
 
 @pytest.fixture(scope="module")
@@ -231,9 +223,7 @@ def v5e_device():
 
 @needs_libtpu
 @pytest.mark.parametrize("name", COMPILED)
-def test_v5e_hbm_passes_stay_within_the_bound(name, v5e_device, request):
-  if name in OVER_BOUND_TODAY:
-    request.applymarker(pytest.mark.xfail(strict=True, reason=OVER_BOUND_TODAY[name]))
+def test_v5e_hbm_passes_stay_within_the_bound(name, v5e_device):
   factory = benchmark.OPTIMIZERS[name][0]
   floor = benchmark.MIN_PASSES[name][0]
   for case, shapes in SMALL_LEAVES.items():
