@@ -414,9 +414,9 @@ def transport_along(
   Cho & Lee, *Riemannian approach to batch normalization*, NeurIPS 2017
   (Algorithms 1–2): ``Γ(m) = m − <ŵ, m>(sin θ y + (1 − cos θ) ŵ)`` with
   ``θ = ||Δ||``, ``ŵ = Δ/θ``, written with bounded coefficients as
-  ``m − <Δ, m>(sinc θ · y + ½ sinc²(θ/2) · Δ)``: right for every ``θ`` (through
-  ``π`` and past ``2π``, where :func:`transport_parallel`, which knows only the
-  endpoints, is undefined or turns the other way round), and ``m`` itself for
+  ``m − <Δ, m>(sinc θ · y + ½ sinc²(θ/2) · Δ)``: right for every ``θ``, also
+  at and near ``θ = π`` where :func:`transport_parallel`, which knows only the
+  endpoints, is undefined (elsewhere the two agree), and ``m`` itself for
   ``Δ = 0``. It is the tangent map at ``exp_y(Δ)`` (:func:`exp_map`) and
   preserves norms. ``delta_norm`` (``||Δ||``) and ``delta_dot_m`` (``<Δ, m>``):
   the statistics, when the caller knows them in closed form (else they are

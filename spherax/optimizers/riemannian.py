@@ -74,12 +74,12 @@ def _tangent_moment(layout, x, g, m, decay, gain, clip_norm):
   ``(||h||², m', ||m'||²)``. Every statistic comes from one pass over ``x``,
   ``g``, ``m``: ``||h|| = κ ||g|| sin∠(g, x)`` and
   ``||m'||² = decay²||m||² + 2 decay gain <m, h> + gain²||h||²`` with
-  ``<m, h> = κ(<m, g> − <m, x><g, x>/||x||²)``.
+  ``<m, h> = κ<m, g>``: ``m``, the moment transported by the previous step, is
+  tangent at ``y``.
   """
   dtype = geometry.compute_dtype(x, g, m)
   x, g, m = (a.astype(dtype) for a in (x, g, m))
-  xx, gx, gg, mx, mg, mm = geometry.dots(
-      [(x, x), (g, x), (g, g), (m, x), (m, g), (m, m)], layout)
+  xx, gx, gg, mg, mm = geometry.dots([(x, x), (g, x), (g, g), (m, g), (m, m)], layout)
   r, gn = jnp.sqrt(xx), jnp.sqrt(gg)
   hn = gn * jnp.sqrt(1 - geometry.cosine(gx, r, gn) ** 2)  # ||g − <y, g> y||
   kappa = jnp.ones_like(hn)
@@ -87,10 +87,8 @@ def _tangent_moment(layout, x, g, m, decay, gain, clip_norm):
     kappa = jnp.minimum(1.0, geometry.safe_div(jnp.asarray(clip_norm, hn.dtype), hn) + (hn == 0))
   h = geometry.expand(kappa, layout) * geometry.tangent(g, x, layout)
   m_new = decay * m + gain * h
-  inv_r = geometry.safe_div(jnp.ones((), r.dtype), r)
-  mh = kappa * (mg - mx * gx * inv_r * inv_r)
   hh = (kappa * hn) ** 2
-  mm_new = jnp.maximum(decay**2 * mm + 2 * decay * gain * mh + gain**2 * hh, 0)
+  mm_new = jnp.maximum(decay**2 * mm + 2 * decay * gain * kappa * mg + gain**2 * hh, 0)
   return hh, m_new, mm_new
 
 
