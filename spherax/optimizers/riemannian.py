@@ -290,12 +290,12 @@ def adagradg(
     check_nonnegative(who, "initial_accumulator_value", initial_accumulator_value)
 
   def init_leaf(layout, x):
-    return None, None if layout is None else geometry.zeros_stat(x, layout)
+    return None, (None if layout is None else geometry.zeros_stat(x, layout))
 
   def update_leaf(step, x, g, mu, nu):
     del mu
     if step.layout is None:  # plain SGD
-      return -step.learning_rate * g.astype(geometry.compute_dtype(x, g)), None, None
+      return -step.learning_rate * g, None, None
     layout = step.layout
     dtype = geometry.compute_dtype(x, g)
     x, g = x.astype(dtype), g.astype(dtype)
