@@ -67,50 +67,68 @@ def _with_l2(step, x, g, l2):
   return g.astype(dtype) + (l2 * x.astype(dtype) if step.decayed else 0)
 
 
-def _tangent_moment(layout, x, g, m, decay, gain, clip_norm):
-  """``h = κ(g − <y, g> y)``, ``y = x/||x||``, and the moment ``m' = decay·m + gain·h``.
+def _moment_coefficients(layout, x, g, m, decay, gain, clip_norm):
+  """The moment ``m' = decay·m + gain·h`` as ``decay·m + a g + b x``, per group.
 
-  ``κ = min(1, clip_norm/||g − <y, g> y||)`` (1 without ``clip_norm``). Returns
-  ``(||h||², m', ||m'||²)``. Every statistic comes from one pass over ``x``,
-  ``g``, ``m``: ``||h|| = κ ||g|| sin∠(g, x)`` and
+  ``h = κ(g − <y, g> y)``, ``y = x/||x||``, ``κ = min(1, clip_norm/||g − <y, g> y||)``
+  (1 without ``clip_norm``), so ``a = gain·κ`` and ``b = −gain·κ <g, x>/||x||²``.
+  Returns ``(a, b, ||x||, ||h||², ||m'||²)``, all from one pass of dot products over
+  ``x``, ``g``, ``m``: ``||h|| = κ ||g|| sin∠(g, x)`` and
   ``||m'||² = decay²||m||² + 2 decay gain <m, h> + gain²||h||²`` with
-  ``<m, h> = κ<m, g>``: ``m``, the moment transported by the previous step, is
-  tangent at ``y``.
+  ``<m, h> = κ<m, g>`` (``m``, the moment transported by the previous step, is
+  tangent at ``y``).
   """
-  dtype = geometry.compute_dtype(x, g, m)
-  x, g, m = (a.astype(dtype) for a in (x, g, m))
   xx, gx, gg, mg, mm = geometry.dots([(x, x), (g, x), (g, g), (m, g), (m, m)], layout)
   r, gn = jnp.sqrt(xx), jnp.sqrt(gg)
   hn = gn * jnp.sqrt(1 - geometry.cosine(gx, r, gn) ** 2)  # ||g − <y, g> y||
   kappa = jnp.ones_like(hn)
   if clip_norm is not None:
     kappa = jnp.minimum(1.0, geometry.safe_div(jnp.asarray(clip_norm, hn.dtype), hn) + (hn == 0))
-  h = geometry.expand(kappa, layout) * geometry.tangent(g, x, layout)
-  m_new = decay * m + gain * h
+  a = gain * kappa
+  b = -a * geometry.safe_div(gx, xx)
   hh = (kappa * hn) ** 2
   mm_new = jnp.maximum(decay**2 * mm + 2 * decay * gain * kappa * mg + gain**2 * hh, 0)
-  return hh, m_new, mm_new
+  return a, b, r, hh, mm_new
 
 
-def _geodesic_move(layout, x, m, mm, sigma):
-  """``x' = exp_y(Δ)`` with ``Δ = σ m`` (``y = x/||x||``, ``m`` tangent at ``y``,
-  ``mm = ||m||²``, ``σ`` per group), and ``m`` parallel-transported along ``Δ``
-  (Cho & Lee 2017, Algorithms 1–2): ``||Δ|| = |σ| ||m||`` and ``<Δ, m> = σ ||m||²``.
+def _geodesic_coefficients(r, mm, sigma):
+  """The exponential map and Cho & Lee's parallel transport as ``x' = c_x x + c_m m``
+  and ``Γ(m) = t_m m + t_x x``, per group.
 
-  No move (``x' = y``, ``m`` kept) where ``σ = 0`` (e.g. an overflowed second
-  moment) or ``||m||²`` is past the dtype's range.
+  With ``y = x/r``, ``Δ = σ m`` (``m`` tangent at ``y``, ``||m||² = mm``) and
+  ``θ = ||Δ|| = |σ| ||m||``: ``x' = exp_y(Δ) = cos θ y + sinc θ Δ``
+  (:func:`spherax.geometry.exp_map`) and the transport of ``m`` along ``Δ``
+  (Cho & Lee 2017, Algorithms 1–2, :func:`spherax.geometry.transport_along`)
+  ``Γ(m) = m − <Δ, m>(sinc θ y + ½ sinc²(θ/2) Δ)`` with ``<Δ, m> = σ ||m||²``, so
+  ``c_x = cos θ / r``, ``c_m = σ sinc θ``, ``t_m = 1 − ½ θ² sinc²(θ/2)``
+  (``= cos θ``) and ``t_x = −<Δ, m> sinc θ / r``. A zero group (``r = 0``) has
+  ``y = 0``. No move (``x' = y``, ``m`` kept) where ``σ = 0`` (e.g. an overflowed
+  second moment) or ``θ² = σ² ||m||²`` is past the dtype's range.
   """
   sigma = jnp.asarray(sigma, mm.dtype)
-  still = (sigma == 0) | ~jnp.isfinite(mm)
+  theta_sq = sigma * sigma * mm  # ||Δ||²
+  still = (sigma == 0) | ~jnp.isfinite(theta_sq)
   sigma = jnp.where(still, 0, sigma)
-  theta = jnp.where(still, 0, jnp.abs(sigma) * jnp.sqrt(mm))
+  theta_sq = jnp.where(still, 0, theta_sq)
   delta_dot_m = jnp.where(still, 0, sigma * mm)
-  y = geometry.retract(x, 1.0, layout)
-  delta = geometry.expand(sigma, layout) * m
-  x_new = geometry.exp_map(y, delta, layout, delta_norm=theta)
-  m_moved = geometry.transport_along(
-      m, y, delta, layout, delta_norm=theta, delta_dot_m=delta_dot_m)
-  return x_new, m_moved
+  theta = jnp.sqrt(theta_sq)
+  sinc, half = geometry._sinc(theta), geometry._sinc(theta / 2)
+  c_x = geometry.safe_div(jnp.cos(theta), r)
+  t_x = -geometry.safe_div(delta_dot_m * sinc, r)
+  return c_x, sigma * sinc, 1 - theta_sq * half * half / 2, t_x
+
+
+def _geodesic_step(layout, x, g, m, decay, coefficients):
+  """The element-wise pass: ``m' = decay·m + a g + b x``, ``x' = c_x x + c_m m'`` and
+  the moment ``t_m m' + t_x x`` (``coefficients = (a, b, c_x, c_m, t_m, t_x)``, one
+  value per group; :func:`_moment_coefficients`, :func:`_geodesic_coefficients`).
+  Returns the update ``x' − x`` and the moment."""
+  dtype = geometry.compute_dtype(x, g, m)
+  x, g, m = (a.astype(dtype) for a in (x, g, m))
+  a, b, c_x, c_m, t_m, t_x = (geometry.expand(c, layout) for c in coefficients)
+  m_new = decay * m + a * g + b * x
+  x_new = c_x * x + c_m * m_new
+  return x_new - x, t_m * m_new + t_x * x
 
 
 def _check_common(who, learning_rate, l2_regularization):
@@ -178,12 +196,13 @@ def adamg(
       g = _with_l2(step, x, g, l2_regularization)
       u, state = adam.update(g, optax.ScaleByAdamState(step.count - 1, mu, nu))
       return -step.learning_rate * u, state.mu, state.nu
-    hh, mu, mm = _tangent_moment(step.layout, x, g, mu, b1, 1 - b1, clip_norm)
+    a, b, r, hh, mm = _moment_coefficients(step.layout, x, g, mu, b1, 1 - b1, clip_norm)
     nu = b2 * nu + (1 - b2) * hh
     size = step.learning_rate * jnp.sqrt(1 - b2**step.count) / (1 - b1**step.count)
     sigma = -geometry.safe_div(jnp.asarray(size, nu.dtype), jnp.sqrt(nu + eps))
-    x_new, mu = _geodesic_move(step.layout, x, mu, mm, sigma)
-    return x_new - x.astype(x_new.dtype), mu, nu
+    u, mu = _geodesic_step(
+        step.layout, x, g, mu, b1, (a, b, *_geodesic_coefficients(r, mm, sigma)))
+    return u, mu, nu
 
   return leafwise(
       who, RiemannianState, init_leaf, update_leaf, learning_rate=learning_rate,
@@ -232,9 +251,11 @@ def sgdg(
     if step.layout is None:  # optax.sgd with momentum, coupled L2
       buf, _ = trace.update(_with_l2(step, x, g, l2_regularization), optax.TraceState(mu))
       return -step.learning_rate * buf, buf, None
-    _, mom, mm = _tangent_moment(step.layout, x, g, mu, momentum, -step.learning_rate, None)
-    x_new, mom = _geodesic_move(step.layout, x, mom, mm, 1.0)
-    return x_new - x.astype(x_new.dtype), mom, None
+    a, b, r, _, mm = _moment_coefficients(
+        step.layout, x, g, mu, momentum, -step.learning_rate, None)
+    u, mom = _geodesic_step(
+        step.layout, x, g, mu, momentum, (a, b, *_geodesic_coefficients(r, mm, 1.0)))
+    return u, mom, None
 
   return leafwise(
       who, RiemannianState, init_leaf, update_leaf, learning_rate=learning_rate,
