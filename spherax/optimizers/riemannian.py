@@ -100,22 +100,20 @@ def _geodesic_coefficients(r, mm, sigma):
   (:func:`spherax.geometry.exp_map`) and the transport of ``m`` along ``Δ``
   (Cho & Lee 2017, Algorithms 1–2, :func:`spherax.geometry.transport_along`)
   ``Γ(m) = m − <Δ, m>(sinc θ y + ½ sinc²(θ/2) Δ)`` with ``<Δ, m> = σ ||m||²``, so
-  ``c_x = cos θ / r``, ``c_m = σ sinc θ``, ``t_m = 1 − ½ θ² sinc²(θ/2)``
-  (``= cos θ``) and ``t_x = −<Δ, m> sinc θ / r``. A zero group (``r = 0``) has
+  ``c_x = cos θ / r``, ``c_m = σ sinc θ = σ sin θ / θ``, ``t_m = 1 − ½ θ² sinc²(θ/2)``
+  (``= cos θ``) and ``t_x = −<Δ, m> sinc θ / r = −||m||² c_m / r``. A zero group (``r = 0``) has
   ``y = 0``. No move (``x' = y``, ``m`` kept) where ``σ = 0`` (e.g. an overflowed
   second moment) or ``θ² = σ² ||m||²`` is past the dtype's range.
   """
   sigma = jnp.asarray(sigma, mm.dtype)
   theta_sq = sigma * sigma * mm  # ||Δ||²
   still = (sigma == 0) | ~jnp.isfinite(theta_sq)
-  sigma = jnp.where(still, 0, sigma)
-  theta_sq = jnp.where(still, 0, theta_sq)
-  delta_dot_m = jnp.where(still, 0, sigma * mm)
-  theta = jnp.sqrt(theta_sq)
-  sinc, half = geometry._sinc(theta), geometry._sinc(theta / 2)
+  sigma, mm = jnp.where(still, 0, sigma), jnp.where(still, 0, mm)
+  theta = jnp.sqrt(jnp.where(still, 0, theta_sq))
   c_x = geometry.safe_div(jnp.cos(theta), r)
-  t_x = -geometry.safe_div(delta_dot_m * sinc, r)
-  return c_x, sigma * sinc, 1 - theta_sq * half * half / 2, t_x
+  c_m = geometry.safe_div(sigma * jnp.sin(theta), theta)  # 0 at θ = 0, where Δ = 0
+  half = geometry._sinc(theta / 2)
+  return c_x, c_m, 1 - (theta * half) ** 2 / 2, -geometry.safe_div(mm * c_m, r)
 
 
 def _geodesic_step(layout, x, g, m, decay, coefficients):
