@@ -12,10 +12,13 @@ have at least 2 elements (on a 0-sphere a unit cannot move): an explicit spec
 with smaller groups raises at ``init``, naming the parameter.
 
 Each step makes one pass over the group's arrays for its statistics
-(``||x||²``, ``<g, x>``, ``||g||²`` and, with a moment, ``<m, x>``, ``<m, g>``,
-``||m||²``) and one element-wise pass that writes the new point and moment: the
-norms the exponential map, the transport and the retraction need after the step
-(``||h||``, ``||m'||``, ``||x̂||``) are closed forms of those dot products.
+(``||x||²``, ``<g, x>``, ``||g||²`` and, with a moment, ``<m, g>``, ``||m||²``)
+and one element-wise pass that writes the new point and moment: the norms the
+exponential map, the transport and the retraction need after the step
+(``||h||``, ``||m'||``, ``||x̂||``) are closed forms of those dot products, and
+AdamG/SGDG's step ``x' = exp_y(Δ)`` and transported moment are linear in ``x``,
+``g`` and ``m`` with per-group coefficients (:func:`_geodesic_coefficients`), so
+the element-wise pass is a few multiply-adds.
 
 **Far from the unit sphere.** The first step moves a group from its radius
 ``r`` to the unit sphere and, like every optax optimizer, returns the move as
