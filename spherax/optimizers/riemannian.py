@@ -104,8 +104,8 @@ def _geodesic_coefficients(r, mm, sigma):
   (Cho & Lee 2017, Algorithms 1–2, :func:`spherax.geometry.transport_along`)
   ``Γ(m) = m − <Δ, m>(sinc θ y + ½ sinc²(θ/2) Δ)`` with ``<Δ, m> = σ ||m||²``, so
   ``c_x = cos θ / r``, ``c_m = σ sinc θ = σ sin θ / θ``, ``t_m = 1 − ½ θ² sinc²(θ/2)``
-  (``= cos θ``) and ``t_x = −<Δ, m> sinc θ / r = −||m||² c_m / r``. A zero group (``r = 0``) has
-  ``y = 0``. No move (``x' = y``, ``m`` kept) where ``σ = 0`` (e.g. an overflowed
+  (``= cos θ``) and ``t_x = −<Δ, m> sinc θ / r = −||m||² c_m / r``. A zero group
+  (``r = 0``) has ``y = 0``. No move (``x' = y``, ``m`` kept) where ``σ = 0`` (e.g. an overflowed
   second moment) or ``θ² = σ² ||m||²`` is past the dtype's range.
   """
   sigma = jnp.asarray(sigma, mm.dtype)
