@@ -90,6 +90,10 @@ __all__ = [
     "center",
     "shifted_dot",
     "tangent_sqnorm",
+    "sinc",
+    "cosine",
+    "sum_norm",
+    "transport_along",
 ]
 
 
@@ -282,15 +286,18 @@ def retract(x: jax.Array, target_norm: jax.Array | float, layout: GroupLayout) -
   return expand(scale, layout) * x.astype(compute_dtype(x))
 
 
-def exp_map(y: jax.Array, delta: jax.Array, layout: GroupLayout) -> jax.Array:
+def exp_map(
+    y: jax.Array, delta: jax.Array, layout: GroupLayout, *, delta_norm: jax.Array | None = None
+) -> jax.Array:
   """The exponential map of the sphere: ``y cos||Δ|| + Δ/||Δ|| sin||Δ||``.
 
   ``y`` is on the unit sphere and ``Δ`` tangent at ``y`` (Cho & Lee, *Riemannian
   approach to batch normalization*, NeurIPS 2017, the AdamG/SGDG update);
-  ``Δ = 0`` gives ``y``.
+  ``Δ = 0`` gives ``y``. ``delta_norm``: ``||Δ||`` per group when the caller
+  knows it in closed form (else it is reduced from ``Δ``).
   """
   dtype = compute_dtype(y, delta)
-  size = norm(delta, layout)
+  size = norm(delta, layout) if delta_norm is None else delta_norm
   sinc = safe_div(jnp.sin(size), size) + (size == 0)
   return (
       expand(jnp.cos(size), layout) * y.astype(dtype)
@@ -402,3 +409,84 @@ def tangent_sqnorm(vv: jax.Array, vx: jax.Array, xx: jax.Array) -> jax.Array:
   16.0
   """
   return jnp.maximum(vv - vx * safe_div(vx, xx), 0)
+
+
+# Closed forms for post-step statistics (AdamG, SGDG, AdaGradG): what a step needs
+# from its new point, computed from the pre-step dot products of one pass.
+def sinc(t: jax.Array) -> jax.Array:
+  """``sin t / t`` (unnormalised), 1 at ``t = 0``: bounded coefficients for rotations by ``t``.
+
+  >>> import jax.numpy as jnp
+  >>> [round(v, 6) for v in sinc(jnp.array([0.0, jnp.pi / 2])).tolist()]
+  [1.0, 0.63662]
+  """
+  return safe_div(jnp.sin(t), t) + (t == 0)
+
+
+def cosine(a_dot_b: jax.Array, a_norm: jax.Array, b_norm: jax.Array) -> jax.Array:
+  """``cos∠(a, b) = <a, b> / (||a|| ||b||)`` per group, clipped to ``[-1, 1]``.
+
+  From the statistics, divided one norm at a time (no overflow of ``||a|| ||b||``);
+  0 where a norm is 0 or infinite.
+
+  >>> import jax.numpy as jnp
+  >>> cosine(jnp.array([3.0, 1.0]), jnp.array([2.0, 0.0]), jnp.array([3.0, 1.0])).tolist()
+  [0.5, 0.0]
+  """
+  one = jnp.ones((), jnp.result_type(a_dot_b, a_norm, b_norm))
+  return jnp.clip(a_dot_b * safe_div(one, a_norm) * safe_div(one, b_norm), -1, 1)
+
+
+def sum_norm(a_norm: jax.Array, b_norm: jax.Array, cos: jax.Array) -> jax.Array:
+  """``||a + b|| = sqrt(||a||² + 2 cos ||a|| ||b|| + ||b||²)`` per group, ``cos = cos∠(a, b)``.
+
+  The law of cosines, evaluated scaled by ``max(||a||, ||b||)``: right wherever
+  the result is finite, even when a squared norm is past the dtype's range; not
+  finite when an input norm is not. E.g. AdaGradG's ``||x − k g||`` without a
+  pass over ``x − k g`` (:func:`cosine` gives ``cos``).
+
+  >>> import jax.numpy as jnp
+  >>> n = sum_norm(jnp.array(3e30), jnp.array(4e30), jnp.array(0.0))  # its square overflows
+  >>> round(float(n) / 1e30, 5)
+  5.0
+  """
+  big = jnp.maximum(a_norm, b_norm)
+  p, q = safe_div(a_norm, big), safe_div(b_norm, big)
+  return big * jnp.sqrt(jnp.maximum(p * p + 2 * cos * p * q + q * q, 0))
+
+
+def transport_along(
+    m: jax.Array,
+    y: jax.Array,
+    delta: jax.Array,
+    layout: GroupLayout,
+    *,
+    delta_norm: jax.Array | None = None,
+    delta_dot_m: jax.Array | None = None,
+) -> jax.Array:
+  """Parallel transport of a tangent ``m`` at ``y`` along the great circle ``t ↦ exp_y(tΔ)``.
+
+  Cho & Lee, *Riemannian approach to batch normalization*, NeurIPS 2017
+  (Algorithms 1–2): ``Γ(m) = m − <ŵ, m>(sin θ y + (1 − cos θ) ŵ)`` with
+  ``θ = ||Δ||``, ``ŵ = Δ/θ``, written with bounded coefficients as
+  ``m − <Δ, m>(sinc θ · y + ½ sinc²(θ/2) · Δ)``: right for every ``θ``, also
+  at and near ``θ = π`` where :func:`transport_parallel`, which knows only the
+  endpoints, is undefined (elsewhere the two agree), and ``m`` itself for
+  ``Δ = 0``. It is the tangent map at ``exp_y(Δ)`` (:func:`exp_map`) and
+  preserves norms. ``delta_norm`` (``||Δ||``) and ``delta_dot_m`` (``<Δ, m>``):
+  the statistics, when the caller knows them in closed form (else they are
+  reduced from ``Δ`` and ``m``).
+
+  >>> import jax.numpy as jnp
+  >>> from spherax import groups
+  >>> y, delta = jnp.array([[1.0], [0.0]]), jnp.array([[0.0], [jnp.pi / 2]])
+  >>> layout = groups.per_output().layout(y.shape)
+  >>> jnp.round(transport_along(delta, y, delta, layout), 5).ravel().tolist()  # ŵ turns to −y
+  [-1.5708, 0.0]
+  """
+  dtype = compute_dtype(m, y, delta)
+  m, y, delta = (a.astype(dtype) for a in (m, y, delta))
+  theta = norm(delta, layout) if delta_norm is None else delta_norm
+  dm = dot(delta, m, layout) if delta_dot_m is None else delta_dot_m
+  half = sinc(theta / 2)
+  return m - expand(dm * sinc(theta), layout) * y - expand(dm * half * half / 2, layout) * delta

@@ -6,20 +6,34 @@ Normalization Layers*, Neurocomputing 2022, arXiv:2006.13382, Theorem 4).
 Grouped leaves follow the spherical rule; ungrouped leaves (by default: vectors,
 integer, empty and ``(1, C)`` leaves, see :mod:`spherax.groups`) get the plain
 Euclidean optimizer the papers use beside it (Adam, SGD-M or SGD), in the same
-transformation: one state, one ``count`` (the step, from 0, read by a
-``learning_rate`` schedule). Groups must have at least 2 elements (on a
-0-sphere a unit cannot move): an explicit spec with smaller groups raises at
-``init``, naming the parameter.
+transformation (:func:`spherax.transforms.leafwise.leafwise`): one state, one
+``count`` (the step, from 0, read by a ``learning_rate`` schedule). Groups must
+have at least 2 elements (on a 0-sphere a unit cannot move): an explicit spec
+with smaller groups raises at ``init``, naming the parameter.
+
+Each step makes one pass over the group's arrays for its statistics
+(``||x||²``, ``<g, x>``, ``||g||²`` and, with a moment, ``<m, g>``, ``||m||²``)
+and one element-wise pass that writes the new point and moment: the norms the
+exponential map, the transport and the retraction need after the step
+(``||h||``, ``||m'||``, ``||x̂||``) are closed forms of those dot products, and
+AdamG/SGDG's step ``x' = exp_y(Δ)`` and transported moment are linear in ``x``,
+``g`` and ``m`` with per-group coefficients (:func:`_geodesic_coefficients`), so
+the element-wise pass is a few multiply-adds.
 
 **Far from the unit sphere.** The first step moves a group from its radius
 ``r`` to the unit sphere and, like every optax optimizer, returns the move as
 an additive update ``u = x' − x``; ``optax.apply_updates`` then computes
-``x + u`` in the params' dtype, which cannot resolve the new point finer than
-the spacing of floats near ``x`` (``~r·eps/sqrt(d)`` per entry): float32 entries
-of ``~1e4`` land ``~1e-3`` off the sphere and entries of ``~1e7`` lose the
-point entirely (bfloat16: entries of ``~100``). Start from unit-norm groups
-(:func:`spherax.project_params`, as Cho & Lee's code does at initialisation);
-from then on every step is an update of size ``O(1)`` on ``O(1)`` entries.
+``x + u`` in the params' dtype. Where the new entries are much smaller than the
+old ones (``u ≈ −x``) that sum is a multiple of the spacing of floats near
+``x``, so no update can land closer than about half that spacing
+(``ulp(x_i)/2`` per entry): float32 entries of ``~1e4`` land ``~1e-3`` off the
+sphere, and entries of ``~1e7`` (spacing 1) can land only on integers, which
+loses the group's direction (bfloat16: entries of ``~100``). The point the
+update aims at is exact, and from the second step on, with entries of the
+sphere's size, every step lands on it to the dtype's rounding; what the first
+step lost is not recovered. Start from unit-norm groups
+(:func:`spherax.project_params`, as Cho & Lee's code does at initialisation):
+then every step is exact.
 """
 
 
@@ -31,170 +45,96 @@ import jax.numpy as jnp
 import optax
 
 from spherax import geometry, groups as groups_lib
-from spherax.transforms._fused import hoist
-from spherax._checks import check_beta, check_learning_rate, check_nonnegative, require_params
+from spherax._checks import check_beta, check_learning_rate, check_nonnegative
+from spherax.transforms.leafwise import leafwise
 
 __all__ = ["RiemannianState", "adamg", "sgdg", "adagradg"]
 
 
 class RiemannianState(NamedTuple):
   """``count``: the step (from 0); ``mu``: the moment of every leaf (leaf dtype;
-  AdamG/SGDG, else ``None``); ``nu``: the second moment or accumulator, one
-  scalar per group (``stat_shape``) on grouped leaves and element-wise on
-  ungrouped ones (AdamG; ``MaskedNode`` for AdaGradG's ungrouped leaves), in
-  the real statistic dtype (float32 or wider), else ``None``."""
+  AdamG/SGDG); ``nu``: the second moment or accumulator, one scalar per group
+  (``stat_shape``) on grouped leaves and element-wise on ungrouped ones (AdamG;
+  none on AdaGradG's ungrouped leaves), in the real statistic dtype (float32 or
+  wider). A field an optimizer does not keep on a leaf holds ``optax.MaskedNode()``
+  there (SGDG's ``nu`` and AdaGradG's ``mu`` everywhere)."""
 
   count: jax.Array
   mu: Any
   nu: Any
 
 
-def _sphere_transform(who, groups, learning_rate, l2, mask, *, has_mu, nu_init, step, flat):
-  """One transformation: ``step(layout, x, g, mu, nu, lr, count) -> (x', mu, nu)``
-  per group of the grouped leaves, ``flat(x, g', mu, nu, lr, count) -> (u, mu, nu)``
-  on the others (``g' = g + λ x`` where ``mask`` is True).
+def _with_l2(step, x, g, l2):
+  """``g + λx`` where the mask selects the leaf, in the compute dtype (ungrouped leaves)."""
+  dtype = geometry.compute_dtype(x, g)
+  return g.astype(dtype) + (l2 * x.astype(dtype) if step.decayed else 0)
 
-  ``nu_init(layout, x, value)`` gives a leaf's initial ``nu`` (``None``: no ``nu``),
-  ``value`` the per-leaf entry of the resolved initial values (see :func:`adagradg`).
+
+def _moment_coefficients(layout, x, g, m, decay, gain, clip_norm):
+  """The moment ``m' = decay·m + gain·h`` as ``decay·m + a g + b x``, per group.
+
+  ``h = κ(g − <y, g> y)``, ``y = x/||x||``, ``κ = min(1, clip_norm/||g − <y, g> y||)``
+  (1 without ``clip_norm``), so ``a = gain·κ`` and ``b = −gain·κ <g, x>/||x||²``.
+  Returns ``(a, b, ||x||, ||h||², ||m'||²)``, all from one pass of dot products over
+  ``x``, ``g``, ``m``: ``||h|| = κ ||g|| sin∠(g, x)`` and
+  ``||m'||² = decay²||m||² + 2 decay gain <m, h> + gain²||h||²`` with
+  ``<m, h> = κ<m, g>`` (``m``, the moment transported by the previous step, is
+  tangent at ``y``).
   """
-
-  def init_fn(params):
-    layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
-    leaves, treedef = jax.tree.flatten(params)
-    mu = nu = None
-    if has_mu:
-      mu = jax.tree.unflatten(treedef, [jnp.zeros_like(x) for x in leaves])
-    if nu_init is not None:
-      nu = jax.tree.unflatten(treedef, nu_init(layouts, params))
-    return RiemannianState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
-    require_params(who, params)
-    layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
-    decayed = groups_lib.mask_leaves(mask, params)
-    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-    count = optax.safe_increment(state.count)
-    treedef = jax.tree.structure(params)
-    xs, gs = jax.tree.leaves(params), treedef.flatten_up_to(updates)
-    mus = treedef.flatten_up_to(state.mu) if has_mu else [None] * len(xs)
-    nus = treedef.flatten_up_to(state.nu) if nu_init is not None else [None] * len(xs)
-    out_u, out_mu, out_nu = [], [], []
-    for layout, x, g, mu, nu, dec in zip(layouts, xs, gs, mus, nus, decayed):
-      if layout is None:
-        dtype = geometry.compute_dtype(x, g)
-        g_l2 = g.astype(dtype) + (l2 * x.astype(dtype) if dec else 0)
-        u, mu_new, nu_new = flat(x, g_l2, mu, nu, lr, count)
-      else:
-        x_new, mu_new, nu_new = step(layout, x, g, mu, nu, lr, count)
-        u = x_new - x.astype(x_new.dtype)  # apply_updates: x + (x' − x) = x' to rounding of x
-      out_u.append(u.astype(g.dtype))
-      out_mu.append(None if mu is None else mu_new.astype(mu.dtype))
-      out_nu.append(nu if nu is None or nu_new is None else nu_new.astype(nu.dtype))
-    new_state = RiemannianState(
-        count=count,
-        mu=jax.tree.unflatten(treedef, out_mu) if has_mu else None,
-        nu=jax.tree.unflatten(treedef, out_nu) if nu_init is not None else None,
-    )
-    return jax.tree.unflatten(treedef, out_u), new_state
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _zeros_nu(layouts, params):
-  """AdamG's ``nu``: zeros, per group on grouped leaves, element-wise on the others."""
-  return [
-      geometry.zeros_stat(x, layout)
-      for layout, x in zip(layouts, jax.tree.leaves(params))
-  ]
-
-
-def _geodesic_step(layout, x, g, m, clip_norm, decay, gain, sigma):
-  """One step along a great circle, from per-group statistics of the raw ``x``, ``g``, ``m``.
-
-  With ``y = x/||x||``, ``h = κ(g − <y, g> y)`` (``κ`` clips ``||h||`` to
-  ``clip_norm``), the moment ``m' = decay·m + gain·h`` and the tangent step
-  ``Δ = σ m'`` (``sigma(||h||²)`` gives the per-group ``σ``), returns
-  ``x' = exp_y(Δ) = cos||Δ|| y + sin||Δ|| Δ/||Δ||`` and ``m'`` parallel-transported
-  along ``Δ``: ``m' − <ŵ, m'>(sin||Δ|| y + (1 − cos||Δ||) ŵ)``, ``ŵ = Δ/||Δ||``
-  (Cho & Lee 2017, Algorithms 1–2), plus ``||h||²``.
-
-  Statistics (each a reduction of the raw inputs): ``r = ||x||``, ``||g||``,
-  ``<g, x>`` give
-  ``||h|| = κ ||g|| sqrt(1 − cos²(g, x))`` and ``h = κ(g − p x)``,
-  ``p = <g, x>/r²``; ``m'`` is written once and reduced to ``||m'||``, so
-  ``θ = ||Δ|| = |σ| ||m'||`` and ``<ŵ, m'> = sign(σ) ||m'||`` (``θ = 0`` when
-  ``σ = 0``, e.g. an overflowed ``v``). The move rotates
-  the plane of ``y`` and ``ŵ`` by ``θ``: ``x' = cos θ y + sin θ ŵ`` and the
-  moved moment is ``||m'|| (cos θ ŵ − sin θ y)`` (``m'`` itself when ``σ = 0``).
-  It is done as three shears, each an element-wise pass that rewrites one of
-  the two buffers from both (the moment's, which holds ``m'``, then the
-  point's, then the moment's):
-
-  ``S = ς (ŵ||m'|| − t' y)``, ``x' = ς y + ς q S``, ``m_moved = S − ς t' x'``,
-
-  with ``ς = ±1`` the sign of ``cos θ``, ``q = σ sin θ/θ`` and
-  ``t' = sign(σ) sin θ ||m'|| / (1 + |cos θ|)`` (bounded coefficients for every
-  ``θ``). Neither ``y``, ``h``, ``Δ`` nor ``ŵ`` is formed; the per-group
-  coefficients are hoisted out of the element-wise loops
-  (:func:`spherax.transforms._fused.hoist`): on XLA:CPU every pass then updates
-  a donated buffer in place, and the last one reads the new point, which
-  orders the passes.
-  """
-  dtype = geometry.compute_dtype(x, g, m)
-  x, g, m = x.astype(dtype), g.astype(dtype), m.astype(dtype)
-  e = lambda stat: geometry.expand(stat, layout)  # noqa: E731
-  safe_div = geometry.safe_div
-  r, gn = geometry.norm(x, layout), geometry.norm(g, layout)
-  gx = geometry.dot(g, x, layout)
-  one = jnp.ones((), r.dtype)
-  inv_r = safe_div(one, r)
-  cos_gx = jnp.clip(gx * inv_r * safe_div(one, gn), -1, 1)
-  hn = gn * jnp.sqrt(jnp.maximum(1 - cos_gx * cos_gx, 0))  # ||g⊥||
+  xx, gx, gg, mg, mm = geometry.dots([(x, x), (g, x), (g, g), (m, g), (m, m)], layout)
+  r, gn = jnp.sqrt(xx), jnp.sqrt(gg)
+  hn = gn * jnp.sqrt(1 - geometry.cosine(gx, r, gn) ** 2)  # ||g − <y, g> y||
   kappa = jnp.ones_like(hn)
   if clip_norm is not None:
-    kappa = jnp.minimum(1.0, safe_div(jnp.asarray(clip_norm, hn.dtype), hn) + (hn == 0))
-  hn = kappa * hn
-  s = sigma(hn * hn)
-  p = gx * inv_r * inv_r
-  a_g, a_x = hoist(gain * kappa, -gain * kappa * p)
-  m_new = decay * m + e(a_g) * g + e(a_x) * x
-  mn = geometry.norm(m_new, layout)
-  # No move when σ = 0 (e.g. an overflowed v) or when ||m'||² is past the dtype's range
-  # (a skipped step, never 0·inf or cos(inf)).
-  still = (s == 0) | ~jnp.isfinite(mn)
-  theta = jnp.where(still, 0, jnp.abs(s) * mn)  # ||Δ||
-  cos, sin = jnp.cos(theta), jnp.sin(theta)
-  q = jnp.where(still, 0, s * (safe_div(sin, theta) + (theta == 0)))  # x' = cos θ y + q m'
-  sign = jnp.where(cos < 0, -1.0, 1.0).astype(r.dtype)
-  t = jnp.where(still, 0, jnp.where(s < 0, -sin, sin) * mn / (1 + jnp.abs(cos)))
-  moving = (mn > 0).astype(r.dtype)
-  s_m, s_x, x_x, x_s, m_x = hoist(sign * moving, -t * inv_r, sign * inv_r, sign * q, -sign * t)
-  shear = e(s_m) * m_new + e(s_x) * x  # S
-  x_new = e(x_x) * x + e(x_s) * shear
-  # From x + (x' − x), the updated params as optax.apply_updates writes them: the
-  # moment's pass reads the point's output, so it runs after it.
-  m_moved = shear + e(m_x) * (x + (x_new - x))
-  return x_new, m_moved, hn * hn
+    kappa = jnp.minimum(1.0, geometry.safe_div(jnp.asarray(clip_norm, hn.dtype), hn) + (hn == 0))
+  a = gain * kappa
+  b = -a * geometry.safe_div(gx, xx)
+  hh = (kappa * hn) ** 2
+  mm_new = jnp.maximum(decay**2 * mm + 2 * decay * gain * kappa * mg + gain**2 * hh, 0)
+  return a, b, r, hh, mm_new
+
+
+def _geodesic_coefficients(r, mm, sigma):
+  """The exponential map and Cho & Lee's parallel transport as ``x' = c_x x + c_m m``
+  and ``Γ(m) = t_m m + t_x x``, per group.
+
+  With ``y = x/r``, ``Δ = σ m`` (``m`` tangent at ``y``, ``||m||² = mm``) and
+  ``θ = ||Δ|| = |σ| ||m||``: ``x' = exp_y(Δ) = cos θ y + sinc θ Δ``
+  (:func:`spherax.geometry.exp_map`) and the transport of ``m`` along ``Δ``
+  (Cho & Lee 2017, Algorithms 1–2, :func:`spherax.geometry.transport_along`)
+  ``Γ(m) = m − <Δ, m>(sinc θ y + ½ sinc²(θ/2) Δ)`` with ``<Δ, m> = σ ||m||²``, so
+  ``c_x = cos θ / r``, ``c_m = σ sinc θ = σ sin θ / θ``, ``t_m = 1 − ½ θ² sinc²(θ/2)``
+  (``= cos θ``) and ``t_x = −<Δ, m> sinc θ / r = −||m||² c_m / r``. A zero group
+  (``r = 0``) has ``y = 0``. No move (``x' = y``, ``m`` kept) where ``σ = 0`` (e.g. an overflowed
+  second moment) or ``θ² = σ² ||m||²`` is past the dtype's range.
+  """
+  sigma = jnp.asarray(sigma, mm.dtype)
+  theta_sq = sigma * sigma * mm  # ||Δ||²
+  still = (sigma == 0) | ~jnp.isfinite(theta_sq)
+  sigma, mm = jnp.where(still, 0, sigma), jnp.where(still, 0, mm)
+  theta = jnp.sqrt(jnp.where(still, 0, theta_sq))
+  c_x = geometry.safe_div(jnp.cos(theta), r)
+  c_m = geometry.safe_div(sigma * jnp.sin(theta), theta)  # 0 at θ = 0, where Δ = 0
+  half = geometry.sinc(theta / 2)
+  return c_x, c_m, 1 - (theta * half) ** 2 / 2, -geometry.safe_div(mm * c_m, r)
+
+
+def _geodesic_step(layout, x, g, m, decay, coefficients):
+  """The element-wise pass: ``m' = decay·m + a g + b x``, ``x' = c_x x + c_m m'`` and
+  the moment ``t_m m' + t_x x`` (``coefficients = (a, b, c_x, c_m, t_m, t_x)``, one
+  value per group; :func:`_moment_coefficients`, :func:`_geodesic_coefficients`).
+  Returns the update ``x' − x`` and the moment."""
+  dtype = geometry.compute_dtype(x, g, m)
+  x, g, m = (a.astype(dtype) for a in (x, g, m))
+  a, b, c_x, c_m, t_m, t_x = (geometry.expand(c, layout) for c in coefficients)
+  m_new = decay * m + a * g + b * x
+  x_new = c_x * x + c_m * m_new
+  return x_new - x, t_m * m_new + t_x * x
 
 
 def _check_common(who, learning_rate, l2_regularization):
   check_learning_rate(who, learning_rate)
   check_nonnegative(who, "l2_regularization", l2_regularization)
-
-
-def _adam_flat(b1, b2, eps):
-  """optax.scale_by_adam then the learning rate, on one ungrouped leaf (``nu`` real)."""
-
-  def flat(x, g, mu, nu, lr, count):
-    del x
-    mu = b1 * mu.astype(g.dtype) + (1 - b1) * g
-    nu = b2 * nu + (1 - b2) * geometry.abs_sq(g)
-    mu_hat = mu / (1 - b1**count).astype(nu.dtype)
-    nu_hat = nu / (1 - b2**count).astype(nu.dtype)
-    return -lr * mu_hat / (jnp.sqrt(nu_hat) + eps), mu, nu
-
-  return flat
 
 
 def adamg(
@@ -247,20 +187,27 @@ def adamg(
   check_beta(who, "b2", b2)
   check_nonnegative(who, "eps", eps)
 
-  def step(layout, x, g, mu, nu, lr, count):
-    size = lr * jnp.sqrt(1 - b2**count) / (1 - b1**count)
-    new_nu = lambda hh: b2 * nu + (1 - b2) * hh  # noqa: E731
+  adam = optax.scale_by_adam(b1, b2, eps)
 
-    def sigma(hh):  # Δ = −size · m' / sqrt(v + ε)
-      return -geometry.safe_div(jnp.asarray(size, nu.dtype), jnp.sqrt(new_nu(hh) + eps))
+  def init_leaf(layout, x):
+    return jnp.zeros_like(x), geometry.zeros_stat(x, layout)
 
-    x_new, m, hh = _geodesic_step(layout, x, g, mu, clip_norm, b1, 1 - b1, sigma)
-    return x_new, m, new_nu(hh)
+  def update_leaf(step, x, g, mu, nu):
+    if step.layout is None:  # optax.adam with coupled L2
+      g = _with_l2(step, x, g, l2_regularization)
+      u, state = adam.update(g, optax.ScaleByAdamState(step.count - 1, mu, nu))
+      return -step.learning_rate * u, state.mu, state.nu
+    a, b, r, hh, mm = _moment_coefficients(step.layout, x, g, mu, b1, 1 - b1, clip_norm)
+    nu = b2 * nu + (1 - b2) * hh
+    size = step.learning_rate * jnp.sqrt(1 - b2**step.count) / (1 - b1**step.count)
+    sigma = -geometry.safe_div(jnp.asarray(size, nu.dtype), jnp.sqrt(nu + eps))
+    u, mu = _geodesic_step(
+        step.layout, x, g, mu, b1, (a, b, *_geodesic_coefficients(r, mm, sigma)))
+    return u, mu, nu
 
-  return _sphere_transform(
-      who, groups, learning_rate, l2_regularization, mask, has_mu=True,
-      nu_init=lambda layouts, params: _zeros_nu(layouts, params), step=step,
-      flat=_adam_flat(b1, b2, eps))
+  return leafwise(
+      who, RiemannianState, init_leaf, update_leaf, learning_rate=learning_rate,
+      groups=groups, min_group_size=2, mask=mask)
 
 
 def sgdg(
@@ -294,20 +241,26 @@ def sgdg(
   _check_common(who, learning_rate, l2_regularization)
   check_beta(who, "momentum", momentum)
 
-  def step(layout, x, g, mu, nu, lr, count):
-    del nu, count
-    x_new, mom, _ = _geodesic_step(
-        layout, x, g, mu, clip_norm, momentum, -lr, lambda hh: jnp.ones_like(hh))
-    return x_new, mom, None
+  trace = optax.trace(decay=momentum)
 
-  def flat(x, g, mu, nu, lr, count):
-    del x, nu, count
-    buf = momentum * mu.astype(g.dtype) + g
-    return -lr * buf, buf, None
+  def init_leaf(layout, x):
+    del layout
+    return jnp.zeros_like(x), None
 
-  return _sphere_transform(
-      who, groups, learning_rate, l2_regularization, mask, has_mu=True, nu_init=None,
-      step=step, flat=flat)
+  def update_leaf(step, x, g, mu, nu):
+    del nu
+    if step.layout is None:  # optax.sgd with momentum, coupled L2
+      buf, _ = trace.update(_with_l2(step, x, g, l2_regularization), optax.TraceState(mu))
+      return -step.learning_rate * buf, buf, None
+    a, b, r, _, mm = _moment_coefficients(
+        step.layout, x, g, mu, momentum, -step.learning_rate, None)
+    u, mom = _geodesic_step(
+        step.layout, x, g, mu, momentum, (a, b, *_geodesic_coefficients(r, mm, 1.0)))
+    return u, mom, None
+
+  return leafwise(
+      who, RiemannianState, init_leaf, update_leaf, learning_rate=learning_rate,
+      groups=groups, min_group_size=2, mask=mask)
 
 
 def adagradg(
@@ -358,8 +311,37 @@ def adagradg(
   if not per_leaf:
     check_nonnegative(who, "initial_accumulator_value", initial_accumulator_value)
 
-  def nu_init(layouts, params):
-    leaves, treedef = jax.tree.flatten(params)
+  def init_leaf(layout, x):
+    return None, (None if layout is None else geometry.zeros_stat(x, layout))
+
+  def update_leaf(step, x, g, mu, nu):
+    del mu
+    if step.layout is None:  # plain SGD
+      return -step.learning_rate * g, None, None
+    layout = step.layout
+    dtype = geometry.compute_dtype(x, g)
+    x, g = x.astype(dtype), g.astype(dtype)
+    xx, gx, gg = geometry.dots([(x, x), (g, x), (g, g)], layout)
+    r, gn = jnp.sqrt(xx), jnp.sqrt(gg)
+    k = geometry.safe_div(jnp.asarray(step.learning_rate, r.dtype), jnp.sqrt(nu))
+    # x̂ = x − k g; ||x̂|| by the law of cosines, overflow-safe.
+    x_hat_norm = geometry.sum_norm(r, k * gn, -geometry.cosine(gx, r, gn))
+    # ||g||² past the dtype's range: no step this time (v becomes inf: no later
+    # steps either, as optax.adam's zero update once its second moment overflows).
+    finite = jnp.isfinite(x_hat_norm)
+    x_hat = x - geometry.expand(jnp.where(finite, k, 0), layout) * g
+    inv = geometry.safe_div(jnp.ones((), r.dtype), jnp.where(finite, x_hat_norm, r))
+    x_new = geometry.expand(inv, layout) * x_hat  # x̂/||x̂||
+    return x_new - x, None, decay * nu + gg
+
+  tx = leafwise(
+      who, RiemannianState, init_leaf, update_leaf, learning_rate=learning_rate,
+      groups=groups, min_group_size=2)
+
+  def init_fn(params):
+    """The driver's state, with ``v_0`` added onto the zero accumulators."""
+    state = tx.init(params)
+    treedef = jax.tree.structure(params)
     if per_leaf:
       tree = initial_accumulator_value
       tree = tree(params) if callable(tree) else tree
@@ -370,48 +352,22 @@ def adagradg(
             f"{who}: initial_accumulator_value must be a float or a pytree like params: {err}"
         ) from None
     else:
-      values = [initial_accumulator_value] * len(leaves)
-    out = []
-    for layout, x, value, path in zip(layouts, leaves, values, groups_lib.leaf_paths(params)):
-      if layout is None:
-        out.append(optax.MaskedNode())
+      values = [initial_accumulator_value] * treedef.num_leaves
+    nus = []
+    for zeros, value, path in zip(
+        treedef.flatten_up_to(state.nu), values, groups_lib.leaf_paths(params)):
+      if isinstance(zeros, optax.MaskedNode):
+        nus.append(zeros)
         continue
-      value = jnp.asarray(value, geometry.stat_dtype(x))
+      value = jnp.asarray(value, zeros.dtype)
       try:
         # Broadcast onto zeros placed as the statistic is (sharded like update's nu).
-        out.append(geometry.zeros_stat(x, layout) + jnp.broadcast_to(value, layout.stat_shape))
+        nus.append(zeros + jnp.broadcast_to(value, zeros.shape))
       except ValueError:
         raise ValueError(
             f"{who}: initial_accumulator_value for '{path}' has shape {value.shape}, "
-            f"not broadcastable to the leaf's per-group shape {layout.stat_shape}"
+            f"not broadcastable to the leaf's per-group shape {zeros.shape}"
         ) from None
-    return out
+    return state._replace(nu=jax.tree.unflatten(treedef, nus))
 
-  def step(layout, x, g, mu, nu, lr, count):
-    del mu, count
-    dtype = geometry.compute_dtype(x, g)
-    x, g = x.astype(dtype), g.astype(dtype)
-    r, gn = geometry.norm(x, layout), geometry.norm(g, layout)
-    gx = geometry.dot(g, x, layout)
-    k = geometry.safe_div(jnp.asarray(lr, r.dtype), jnp.sqrt(nu))
-    # ||x̂|| = ||x − k g|| from r, ||g||, <g, x>, scaled by max(r, k||g||) (no overflow).
-    big = jnp.maximum(r, k * gn)
-    a, b = geometry.safe_div(r, big), geometry.safe_div(k * gn, big)
-    one = jnp.ones((), r.dtype)
-    cos_gx = jnp.clip(gx * geometry.safe_div(one, r) * geometry.safe_div(one, gn), -1, 1)
-    size = big * jnp.sqrt(jnp.maximum(a * a - 2 * a * b * cos_gx + b * b, 0))
-    # ||g||² past the dtype's range: no step this time (v becomes inf: no later
-    # steps either, as optax.adam's zero update once its second moment overflows).
-    finite = jnp.isfinite(size)
-    inv = geometry.safe_div(one, jnp.where(finite, size, r))
-    inv, step = hoist(inv, jnp.where(finite, -inv * k, 0))
-    x_new = geometry.expand(inv, layout) * x + geometry.expand(step, layout) * g
-    return x_new, None, decay * nu + gn * gn
-
-  def flat(x, g, mu, nu, lr, count):
-    del x, mu, count
-    return -lr * g, None, None
-
-  return _sphere_transform(
-      who, groups, learning_rate, 0.0, None, has_mu=False, nu_init=nu_init, step=step,
-      flat=flat)
+  return optax.GradientTransformationExtraArgs(init_fn, tx.update)

@@ -344,3 +344,22 @@ def test_adagradg_initial_accumulator_per_group_forms():
   g = {"w": jnp.array([[0.0, 0.0], [-1.0, -1.0]]), "b": jnp.zeros(2)}
   new = optax.apply_updates(x, opt.update(g, opt.init(x), x)[0])["w"]
   np.testing.assert_allclose(new[1] / new[0], [1.0, 0.5], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e4, 1e7])
+def test_adagradg_far_start_is_exact_from_the_second_step(scale):
+  """The first step from radius r lands only as close as x + (x' − x) rounds in float32
+  (module docstring); AdaGradG restarts from the point it has, so step 2 is exact."""
+  rng = np.random.default_rng(12)
+  params = {"w": jnp.asarray(rng.normal(size=(16, 4)) * scale, jnp.float32)}
+  opt = spherax.adagradg(0.1, 0.9, 1.0)
+  state = opt.init(params)
+  errors = []
+  for k in range(3):
+    grads = {"w": jnp.asarray(np.random.default_rng(20 + k).normal(size=(16, 4)), jnp.float32)}
+    updates, state = opt.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    errors.append(np.abs(np.linalg.norm(np.asarray(params["w"], np.float64), axis=0) - 1).max())
+  eps = float(jnp.finfo(jnp.float32).eps)
+  assert errors[0] > 8 * eps  # the first landing is off by the rounding of x + u near x
+  assert max(errors[1:]) <= 8 * eps
