@@ -43,7 +43,13 @@ A bare function is refused with an error: ``optax.inject_hyperparams`` calls
 every callable hyperparameter as a schedule of the step count (unless named in
 ``static_args``), so a bare function would be evaluated on the count and its
 result used as the groups. :class:`PathRules`, :class:`ParamsRule` and spec
-trees are not callable and pass through ``optax.inject_hyperparams`` untouched.
+trees are not callable and pass through ``optax.inject_hyperparams`` untouched
+(no ``static_args`` needed). Under ``inject_hyperparams`` without
+``static_args``, whatever a bare ``groups=`` function returned for the count
+(``None`` included, which would otherwise mean the default rule) is an error at
+``init`` naming ``static_args`` and the wrappers; a ``(path, leaf)`` rule fails
+earlier, inside optax, with Python's own "missing 1 required positional
+argument" (spherax code has not run yet).
 
 This module is pure metadata: it resolves a ``groups`` argument against the
 shapes of a params pytree into one :class:`GroupLayout` (or ``None``) per leaf,
@@ -66,6 +72,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
@@ -350,15 +357,24 @@ def _path_name(keypath) -> str:
   return name[: -len("/value")] if name.endswith("/value") else name
 
 
-def mask_leaves(mask: Any, params: Any) -> list[bool]:
+def mask_leaves(mask: Any, params: Any, *, who: str = "spherax") -> list[bool]:
   """A decay ``mask`` (``None``, a pytree of bools or a function of params) as one
   bool per leaf of ``params`` (``optax.MaskedNode`` subtrees skipped), like optax's
-  ``mask=`` arguments: False leaves get no decay.
+  ``mask=`` arguments: False leaves get no decay. Under ``optax.inject_hyperparams``
+  a mask function must be named in ``static_args`` (else it is called with the
+  step count, and its result is refused here).
 
   >>> import jax.numpy as jnp
   >>> mask_leaves(lambda p: {'b': False, 'w': True}, {'b': jnp.ones(2), 'w': jnp.ones((2, 2))})
   [False, True]
   """
+  if "mask" in _inject_schedules():
+    raise TypeError(
+        f"{who}: mask= was called as a schedule: optax.inject_hyperparams calls "
+        "every callable hyperparameter not named in static_args with the step "
+        f"count, and passed on its result ({mask!r:.80}) as the mask; use "
+        "optax.inject_hyperparams(..., static_args=('mask',))"
+    )
   num = len(jax.tree.leaves(params))
   if mask is None:
     return [True] * num
@@ -414,10 +430,42 @@ def _specs_from_tree(spec_tree: Any, params: Any, paths: list[str]) -> list:
   return specs
 
 
+def _inject_schedules() -> frozenset:
+  """The arguments that the innermost ``optax.inject_hyperparams`` on the call
+  stack calls as schedules (empty outside it).
+
+  ``inject_hyperparams`` (``optax/schedules/_inject.py``, optax 0.2.5 to 0.2.8)
+  sorts the factory's arguments in ``wrapped_transform``: its ``init_fn`` and
+  ``update_fn`` close over ``sched_hps``, the arguments it calls with the step
+  count (every callable not named in ``static_args``). They are on the stack
+  while they build and run the spherax transform that resolves ``groups`` or
+  ``mask``. If ``groups`` is among them, the value that reached the transform is
+  the user's function applied to the count, whatever it returned (``None``
+  would silently mean the default rule).
+  """
+  frame = sys._getframe(1)
+  while frame is not None:
+    if ("sched_hps" in frame.f_code.co_freevars
+        and frame.f_globals.get("__name__", "").startswith("optax")):
+      return frozenset(frame.f_locals["sched_hps"])
+    frame = frame.f_back
+  return frozenset()
+
+
 def resolve_with_paths(
     groups: Any, params: Any, *, min_group_size: int = 1, who: str = "spherax"
 ) -> tuple[list[GroupLayout | None], list[str]]:
   """Like :func:`resolve`, also returning every leaf's path."""
+  if "groups" in _inject_schedules():
+    raise TypeError(
+        f"{who}: groups= was called as a schedule: optax.inject_hyperparams calls "
+        "every callable hyperparameter not named in static_args with the step "
+        f"count, and passed on its result ({groups!r:.80}) as the groups. Pass a "
+        "rule that is not callable (no static_args needed): "
+        "spherax.groups.from_params(fn) for a function of the params, "
+        "spherax.groups.by_path({'': rule}) for a (path, leaf) rule, or a pytree of "
+        "GroupSpec/None"
+    )
   keyed, _ = jax.tree_util.tree_flatten_with_path(params)
   paths = [_path_name(p) for p, _ in keyed]
   leaves = [leaf for _, leaf in keyed]
@@ -434,9 +482,11 @@ def resolve_with_paths(
     specs = _specs_from_tree(groups.specs(params), params, paths)
   elif callable(groups):
     raise TypeError(
-        f"{who}: groups={groups!r} is a bare function; wrap it as "
-        "groups=spherax.groups.from_params(fn) (optax.inject_hyperparams calls a "
-        "bare function as a schedule of the step count and would use its result)"
+        f"{who}: groups={groups!r} is a bare function; wrap a function of the "
+        "params as spherax.groups.from_params(fn), a (path, leaf) rule as "
+        "spherax.groups.by_path({'': rule}) (optax.inject_hyperparams calls a bare "
+        "function as a schedule of the step count unless it is named in "
+        "static_args; the wrappers are not callable and need no static_args)"
     )
   else:
     specs = _specs_from_tree(groups, params, paths)

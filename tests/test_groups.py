@@ -195,3 +195,82 @@ def test_from_params_survives_inject_hyperparams():
 def test_bad_by_path_pattern_names_the_pattern():
   with pytest.raises(ValueError, match=r"bad pattern '\[head'"):
     groups.by_path({"[head": None})
+
+
+# ``groups=`` under ``optax.inject_hyperparams`` without ``static_args``: every kind of
+# value either works or is an error naming ``static_args``, never the default rule.
+
+_INJ_PARAMS = {"conv": {"kernel": jnp.arange(1.0, 25.0).reshape(2, 3, 4), "bias": jnp.ones(4)},
+               "head": {"kernel": jnp.arange(1.0, 13.0).reshape(3, 4), "bias": jnp.ones(4)}}
+_INJ_SPECS = {"conv": {"kernel": groups.per_output(), "bias": None},
+              "head": {"kernel": None, "bias": None}}
+
+
+def _head_excluded(path, leaf):
+  return None if path.startswith("head/") else groups.default_rule(path, leaf)
+
+
+def _injected_update(groups_value, **inject_kwargs):
+  import spherax
+
+  opt = optax.inject_hyperparams(spherax.rv_adamw, **inject_kwargs)(
+      learning_rate=0.1, groups=groups_value)
+  grads = jax.tree.map(jnp.cos, _INJ_PARAMS)
+  return opt.update(grads, opt.init(_INJ_PARAMS), _INJ_PARAMS)[0], grads
+
+
+@pytest.mark.parametrize("groups_value", [
+    groups.by_path({"^head/": None}),
+    groups.by_path({"": _head_excluded}),
+    groups.from_params(lambda p: _INJ_SPECS),
+    _INJ_SPECS,
+], ids=["by_path", "by_path_rule_fn", "from_params", "spec_tree"])
+def test_rule_objects_and_spec_trees_work_under_inject_hyperparams(groups_value):
+  updates, grads = _injected_update(groups_value)
+  # The excluded head is not rotational: rv_adamw gives it optax.adamw's update.
+  adamw = optax.adamw(0.1, weight_decay=1e-2)
+  head = {k: _INJ_PARAMS["head"][k] for k in ("kernel", "bias")}
+  want, _ = adamw.update(grads["head"], adamw.init(head), head)
+  np.testing.assert_allclose(updates["head"]["kernel"], want["kernel"], rtol=1e-5, atol=1e-7)
+  # The conv kernel is rotational (the default rule would also group the head).
+  conv = _INJ_PARAMS["conv"]["kernel"]
+  adamw_conv, _ = adamw.update(grads["conv"]["kernel"], adamw.init(conv), conv)
+  assert not np.allclose(updates["conv"]["kernel"], adamw_conv, rtol=1e-3)
+
+
+@pytest.mark.parametrize("bare", [
+    lambda p: jax.tree.map(lambda x: groups.per_output() if x.ndim == 3 else None, p),
+    lambda p: _INJ_SPECS,
+    lambda p: groups.per_output(),
+], ids=["returns_None_for_the_count", "returns_a_fixed_tree", "returns_a_spec"])
+def test_bare_function_under_inject_hyperparams_is_an_error_naming_static_args(bare):
+  # The count is a 0-d array: the first function maps it to None, which used to
+  # mean the default rule (the head silently rotational); the second used to work
+  # eagerly and fail under jit on a GroupSpec in the hyperparams state.
+  with pytest.raises(TypeError, match=r"rv_adamw: groups= was called as a schedule.*static_args"):
+    _injected_update(bare)
+
+
+def test_bare_path_leaf_rule_under_inject_hyperparams_fails_loudly():
+  # optax calls it with the count alone: Python's own error, before spherax runs.
+  with pytest.raises(TypeError, match="missing 1 required positional argument"):
+    _injected_update(_head_excluded)
+  # Named in static_args it reaches spherax, which refuses it with the wrapper to use.
+  with pytest.raises(TypeError, match=r"by_path\(\{'': rule\}\)"):
+    _injected_update(_head_excluded, static_args=("groups",))
+
+
+def test_mask_function_under_inject_hyperparams_needs_static_args():
+  def factory(learning_rate, mask=None):
+    def init(params):
+      return {"decayed": groups.mask_leaves(mask, params)}
+    return optax.GradientTransformation(init, lambda u, s, p=None: (u, s))
+
+  params = {"b": jnp.ones(4), "w": jnp.ones((3, 4))}
+  by_ndim = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
+  # Called with the count (ndim 0) it returns False: no decay anywhere, silently.
+  with pytest.raises(TypeError, match="mask= was called as a schedule.*static_args"):
+    optax.inject_hyperparams(factory)(learning_rate=0.1, mask=by_ndim).init(params)
+  static = optax.inject_hyperparams(factory, static_args=("mask",))
+  state = static(learning_rate=0.1, mask=by_ndim).init(params)
+  assert state.inner_state["decayed"] == [False, True]
