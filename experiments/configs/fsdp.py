@@ -27,12 +27,12 @@ on ImageNet, data parallel × FSDP (``python -m experiments.runner fsdp
 
 Example:
 
->>> leaf_spec((3, 3, 256, 512), fsdp=4)   # largest divisible axis: the output axis
-P(None, None, None, 'fsdp')
->>> leaf_spec((1000, 2050), fsdp=4)   # 2050 is not divisible by 4
-P('fsdp', None)
->>> leaf_spec((512,), fsdp=4), leaf_spec((3, 3, 3, 6), fsdp=4)   # too small
-(P(), P())
+>>> tuple(leaf_spec((3, 3, 256, 512), fsdp=4))   # largest divisible axis: the output axis
+(None, None, None, 'fsdp')
+>>> tuple(leaf_spec((1000, 2050), fsdp=4))   # 2050 is not divisible by 4
+('fsdp', None)
+>>> tuple(leaf_spec((512,), fsdp=4)), tuple(leaf_spec((3, 3, 3, 6), fsdp=4))   # too small
+((), ())
 """
 
 from __future__ import annotations
