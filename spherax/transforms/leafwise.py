@@ -143,7 +143,7 @@ def leafwise(
     ]
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
     count = optax.safe_increment(state.count)
-    decayed = groups_lib.mask_leaves(mask, params)
+    decayed = groups_lib.mask_leaves(mask, params, who=who)
     paths = groups_lib.leaf_paths(params)
     out_u, out_fields = [], [[] for _ in range(num_fields)]
     for i, (layout, x, g) in enumerate(zip(layouts_of(params), leaves, grads)):

@@ -195,7 +195,7 @@ def rotational_wrapper(
 
   def layouts_of(params):
     layouts = groups_lib.resolve(groups, params, min_group_size=2, who=who)
-    keep = groups_lib.mask_leaves(mask, params)
+    keep = groups_lib.mask_leaves(mask, params, who=who)
     return [layout if k else None for layout, k in zip(layouts, keep)]
 
   def select(rotational: bool):

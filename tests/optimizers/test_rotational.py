@@ -300,3 +300,16 @@ def test_zero_gradient_and_zero_group_are_finite():
 def test_bad_arguments_raise(make):
   with pytest.raises(ValueError):
     make()
+
+
+def test_mask_function_under_inject_hyperparams_is_a_clear_error():
+  # inject_hyperparams calls a mask function with the count; the wrapper says so (it
+  # raised "Expected dict, got False" from optax.masked before).
+  params = {"k": jnp.ones((3, 4)), "b": jnp.ones(4)}
+  opt = optax.inject_hyperparams(spherax.rv_adamw)(
+      learning_rate=1e-3, mask=lambda p: {"k": True, "b": False})
+  with pytest.raises(TypeError, match="static_args"):
+    opt.init(params)
+  fixed = optax.inject_hyperparams(spherax.rv_adamw, static_args=("mask",))(
+      learning_rate=1e-3, mask=lambda p: {"k": True, "b": False})
+  fixed.init(params)
