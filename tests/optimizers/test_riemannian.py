@@ -363,3 +363,30 @@ def test_adagradg_far_start_is_exact_from_the_second_step(scale):
   eps = float(jnp.finfo(jnp.float32).eps)
   assert errors[0] > 8 * eps  # the first landing is off by the rounding of x + u near x
   assert max(errors[1:]) <= 8 * eps
+
+
+def test_sgdg_steps_are_geometry_exp_map_and_transport_along():
+  """SGDG's closed-form per-group coefficients equal the geometry they stand for: Cho &
+  Lee 2017, Algorithm 1, composed from ``spherax.geometry`` (tangent projection,
+  ``exp_map``, ``transport_along``), three steps in float64 with large rotations."""
+  from spherax import geometry, groups
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(3)
+    d, k, lr, mu = 6, 3, 0.7, 0.9
+    layout = groups.per_output().layout((d, k))
+    x = rng.normal(size=(d, k))
+    x = jnp.asarray(x / np.linalg.norm(x, axis=0))
+    opt = spherax.sgdg(lr, momentum=mu)
+    state = opt.init({"w": x})
+    ref_x, ref_m = x, jnp.zeros_like(x)
+    for _ in range(3):
+      g = jnp.asarray(rng.normal(size=(d, k)))
+      u, state = opt.update({"w": g}, state, {"w": x})
+      x = x + u["w"]
+      h = geometry.tangent(g, ref_x, layout)
+      delta = mu * ref_m - lr * h
+      new_x = geometry.exp_map(ref_x, delta, layout)
+      ref_m = geometry.transport_along(delta, ref_x, delta, layout)
+      ref_x = new_x
+      np.testing.assert_allclose(x, ref_x, atol=1e-12)
+      np.testing.assert_allclose(state.mu["w"], ref_m, atol=1e-12)
