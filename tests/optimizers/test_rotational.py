@@ -183,12 +183,10 @@ def test_norms_frozen_from_first_update(problem):
       np.testing.assert_allclose(xg.mean(0), 0, atol=1e-12)
 
 
-def test_random_walk_angle_matches_equilibrium():
-  """Scale-invariant rows under random orthogonal gradients rotate by η̂_r on average."""
-  rng = np.random.default_rng(0)
-  d, k, steps = 32, 16, 500
-  lr, wd = 1e-3, 0.1
-  opt = spherax.rv_adamw(lr, weight_decay=wd)
+def _random_walk_angles(opt, d, k, steps, seed):
+  """Per-step, per-group angles of scale-invariant groups under random gradients made
+  orthogonal to the weights (Kosson et al. 2024, App. J's random walk)."""
+  rng = np.random.default_rng(seed)
   x = jnp.asarray(rng.uniform(-1, 1, size=(d, k)), jnp.float32)
   gs = jnp.asarray(rng.normal(size=(steps, d, k)), jnp.float32)
 
@@ -198,11 +196,28 @@ def test_random_walk_angle_matches_equilibrium():
     u, s = opt.update({"w": g}, s, {"w": x})
     x_new = x + u["w"]
     cos = (x * x_new).sum(0) / jnp.linalg.norm(x, axis=0) / jnp.linalg.norm(x_new, axis=0)
-    return (x_new, s), jnp.arccos(jnp.clip(cos, -1, 1)).mean()
+    return (x_new, s), jnp.arccos(jnp.clip(cos, -1, 1))
 
   _, angles = jax.lax.scan(jax.jit(body), (x, opt.init({"w": x})), gs)
-  measured = float(np.mean(np.asarray(angles)[200:]))
-  np.testing.assert_allclose(measured, adamw_rate(lr, wd), rtol=0.05)
+  return np.asarray(angles)
+
+
+def test_random_walk_angle_matches_equilibrium():
+  """Scale-invariant rows under random orthogonal gradients rotate by η̂_r on average."""
+  lr, wd = 1e-3, 0.1
+  angles = _random_walk_angles(spherax.rv_adamw(lr, weight_decay=wd), 32, 16, 500, seed=0)
+  np.testing.assert_allclose(float(angles[200:].mean()), adamw_rate(lr, wd), rtol=0.05)
+
+
+def test_rotation_scale_sets_each_groups_equilibrium_angle():
+  """Half the groups at ``s = 3``: once the tracker settles, each group rotates by
+  ``s η̂_r`` per step on average (Kosson et al. 2024, App. N)."""
+  k, lr, wd = 8, 1e-3, 0.1
+  scale = np.where(np.arange(k) < k // 2, 3.0, 1.0)[None]
+  opt = spherax.rv_adamw(lr, weight_decay=wd, rotation_scale={"w": jnp.asarray(scale)})
+  angles = _random_walk_angles(opt, 32, k, 400, seed=7)
+  np.testing.assert_allclose(angles[150:].mean(axis=0), scale[0] * adamw_rate(lr, wd),
+                             rtol=0.05)
 
 
 def test_inject_hyperparams_and_masked_and_bf16():
