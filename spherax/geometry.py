@@ -490,3 +490,25 @@ def transport_along(
   dm = dot(delta, m, layout) if delta_dot_m is None else delta_dot_m
   half = sinc(theta / 2)
   return m - expand(dm * sinc(theta), layout) * y - expand(dm * half * half / 2, layout) * delta
+
+
+def centered_dot(ab: jax.Array, sum_a: jax.Array, mean_b: jax.Array | float) -> jax.Array:
+  """``<a − mean(a), b − mean(b)>`` per group from ``ab = <a, b>``, ``sum_a = Σa`` and
+  ``mean_b = Σb / d``, without a second pass.
+
+  ``<a − ā, b − b̄> = <a, b> − Σa b̄`` (the cross terms ``ā Σb`` and ``d ā b̄`` cancel;
+  :func:`shifted_dot` with the means as shifts, in fewer operations). ``mean_b = 0``
+  gives ``<a, b>``. Used by the Rotational Wrapper of Kosson, Messmer, Jaggi,
+  *Rotational Equilibrium*, ICML 2024, arXiv:2305.17212 (Algorithm 1), whose
+  centred statistics come from one reduction pass.
+
+  >>> import jax.numpy as jnp
+  >>> from spherax import groups
+  >>> a, b = jnp.array([[1.], [2.], [6.]]), jnp.array([[0.], [3.], [3.]])
+  >>> layout = groups.per_output().layout(a.shape)
+  >>> float(centered_dot(dot(a, b, layout), group_sum(a, layout), mean(b, layout))[0, 0])
+  6.0
+  >>> float(dot(center(a, layout), center(b, layout), layout)[0, 0])
+  6.0
+  """
+  return ab - sum_a * mean_b

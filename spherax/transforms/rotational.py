@@ -25,12 +25,16 @@ recomputed from the scheduled learning rate every step; the step counter of
 step is ``arctan(a ||Δ||)``, on average ``s η̂_r`` once ``Ŝ`` tracks ``||Δ||²``.
 
 One reduction pass per leaf: every statistic comes from ``Σx``, ``||x||²``,
-``ΣΔg``, ``<Δg, x>``, ``||Δg||²`` (:func:`spherax.geometry.shifted_dot` gives the
-centred inner products, :func:`spherax.geometry.tangent_sqnorm` gives
-``||Δ||²``); since ``Δ ⊥ x_s``, ``||x_s/n − a Δ||² = 1 + a² ||Δ||²`` needs no
-further reduction. A ``||Δ||²`` below the rounding floor of its terms counts as
-0 (the group does not move; element-wise, the centred Δ of a per-group constant
-``Δg`` is exactly 0). One element-wise pass then writes the update.
+``ΣΔg``, ``<Δg, x>``, ``||Δg||²`` (:func:`spherax.geometry.centered_dot` gives the
+centred inner products): with ``ρ = 1/||x_c||`` and ``c = <Δc, x_c> ρ`` (the
+part of ``Δc`` along ``x_c/||x_c||``), ``Δ = Δc − c ρ x_c`` and
+``||Δ||² = ||Δc||² − c²``; since ``Δ ⊥ x_s``, ``||x_s/n − a Δ||² = 1 + a² ||Δ||²``
+needs no further reduction, and the update is
+``x' = σ ((1 + a c) ρ x_c − a Δc)``, ``σ = n / sqrt(1 + a² ||Δ||²)``: a handful of
+per-group coefficients, each computed once. A ``||Δ||²`` below the rounding floor
+of its terms counts as 0 (the group does not move; element-wise, the centred Δ of
+a per-group constant ``Δg`` is exactly 0). One element-wise pass then writes the
+update.
 
 Non-rotational leaves (``groups`` gives ``None``: by default every leaf with
 ``ndim <= 1``; or ``mask`` is False) receive the update of a separate full optax
@@ -261,23 +265,23 @@ def rotational_wrapper(
     first = count == 0
 
     def start(layout, x, n):
-      """Per group: ``Σx``, ``||x||²``, the mean ``μ``, ``||x_c||²`` and the norm ``n``."""
+      """Per group: ``Σx``, the mean ``μ``, ``ρ = 1/||x_c||`` (0 for a constant group)
+      and the norm ``n``, from ``Σx`` and ``||x||²``."""
       if layout is None:
         return None
       sx, xx = geometry.group_sum(x, layout), geometry.sqnorm(x, layout)
       mu = sx / layout.group_size if center else jnp.zeros_like(sx)
-      xc_xc = jnp.maximum(geometry.shifted_dot(xx, sx, sx, mu, mu, layout.group_size), 0)
+      rho = geometry.safe_div(1, jnp.sqrt(jnp.maximum(geometry.centered_dot(xx, sx, mu), 0)))
       n = jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n)  # frozen at the first step
-      return sx, mu, xc_xc, n
+      return sx, mu, rho, n
 
     def centred_start(layout, x, st):
       """``x_s = n x_c / ||x_c||``: what the inner direction sees as params."""
       if layout is None:
         return x
-      _, mu, xc_xc, n = st
-      a = geometry.safe_div(n.astype(xc_xc.dtype), jnp.sqrt(xc_xc))
+      _, mu, rho, n = st
       e = lambda v: geometry.expand(v, layout)
-      return (e(a) * (x.astype(a.dtype) - e(mu))).astype(x.dtype)
+      return (e(n.astype(rho.dtype) * rho) * (x.astype(rho.dtype) - e(mu))).astype(x.dtype)
 
     starts = [start(layout, x, n)
               for layout, x, n in zip(layouts, leaves, treedef.flatten_up_to(state.norm))]
@@ -298,31 +302,28 @@ def rotational_wrapper(
         return other.astype(x.dtype), s
       if x.size == 0:
         return jnp.zeros_like(x), s
-      sx, mu_x, xc_xc, n = st
-      size = layout.group_size
+      sx, mu_x, rho, n = st
       dtype = geometry.compute_dtype(x, dg)
       # Raw dot products (one pass over Δg and x), then the centred ones.
       s_dg, dg_x, dg_dg = (geometry.group_sum(dg, layout), geometry.dot(dg, x, layout),
                            geometry.sqnorm(dg, layout))
-      mu_d = s_dg / size if center else jnp.zeros_like(s_dg)
-      dc_xc = geometry.shifted_dot(dg_x, s_dg, sx, mu_d, mu_x, size)
-      dc_dc = geometry.shifted_dot(dg_dg, s_dg, s_dg, mu_d, mu_d, size)
-      k = geometry.safe_div(dc_xc, xc_xc)  # Δ = Δc − k x_c
-      sq = geometry.tangent_sqnorm(dc_dc, dc_xc, xc_xc)  # ||Δ||²
+      mu_d = s_dg / layout.group_size if center else jnp.zeros_like(s_dg)
+      # Δ = Δc − c ρ x_c, c = <Δc, x_c> ρ the component of Δc along x_c / ||x_c||.
+      c = geometry.centered_dot(dg_x, s_dg, mu_x) * rho
+      sq = jnp.maximum(geometry.centered_dot(dg_dg, s_dg, mu_d) - c * c, 0)  # ||Δ||²
       # Below the rounding floor of its terms ||Δ||² is 0: Δ vanishes (Δg constant
       # per group, or along x) and the group must not move by amplified rounding.
-      moves = sq > 64 * jnp.finfo(dtype).eps * (dg_dg + k * dc_xc)
-      sq = jnp.where(moves, sq, 0)
+      sq = jnp.where(sq > 64 * jnp.finfo(dtype).eps * (dg_dg + c * c), sq, 0)
       s = rms_decay * s + (1 - rms_decay) * sq.astype(s.dtype)
       target = eta_r if scale is None else eta_r * scale
-      angle = jnp.where(moves, target / (jnp.sqrt(s.astype(dtype) / debias) + eps), 0)
-      # x' = n (x_s/n − angle Δ) / sqrt(1 + angle² ||Δ||²), x_s/n = x_c / ||x_c||.
-      shrink = 1 / jnp.sqrt(1 + angle * angle * sq)
-      nd = n.astype(dtype)
+      # sq > 0 exactly where the group moves (the floor above is >= 0).
+      angle = jnp.where(sq > 0, target / (jnp.sqrt(s.astype(dtype) / debias) + eps), 0)
+      # x' = n (ρ x_c − angle Δ) / sqrt(1 + angle² ||Δ||²) = σ ((1 + angle c) ρ x_c − angle Δc).
+      sigma = n.astype(dtype) / jnp.sqrt(1 + angle * angle * sq)
       e = lambda v: geometry.expand(v.astype(dtype), layout)
       xc = x.astype(dtype) - e(mu_x)
-      delta = (dg.astype(dtype) - e(mu_d)) - e(k) * xc
-      x_new = e(shrink * geometry.safe_div(nd, jnp.sqrt(xc_xc))) * xc - e(shrink * angle * nd) * delta
+      dc = dg.astype(dtype) - e(mu_d)
+      x_new = e(sigma * (1 + angle * c) * rho) * xc - e(sigma * angle) * dc
       return (x_new - x.astype(dtype)).astype(x.dtype), s
 
     pairs = [
