@@ -70,6 +70,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -137,6 +139,50 @@ def _rebuilt(template: Any, stored: Any) -> Any:
 
   parts = zip(jax.tree.leaves(template, is_leaf=_has_count), outer.flatten_up_to(stored))
   return jax.tree.unflatten(outer, [node(t, s) for t, s in parts])
+
+
+def _static(layout: groups_lib.GroupLayout) -> groups_lib.GroupLayout:
+  """The layout without its leaf path: the jit cache key of :func:`_start` and
+  :func:`_rotate`, so that leaves of one shape share one trace."""
+  return dataclasses.replace(layout, path="")
+
+
+@functools.partial(jax.jit, static_argnames=("layout", "center"))
+def _start(x, n, first, *, layout, center):
+  """Per group: ``Σx``, the mean ``μ``, ``ρ = 1/||x_c||`` (0 for a constant group)
+  and the norm ``n`` (frozen at the first step), from ``Σx`` and ``||x||²``."""
+  sx, xx = geometry.group_sum(x, layout), geometry.sqnorm(x, layout)
+  mu = sx / layout.group_size if center else jnp.zeros_like(sx)
+  rho = geometry.safe_div(1, jnp.sqrt(jnp.maximum(geometry.centered_dot(xx, sx, mu), 0)))
+  n = jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n)
+  return sx, mu, rho, n
+
+
+@functools.partial(jax.jit, static_argnames=("layout", "center"))
+def _rotate(x, dg, sx, mu_x, rho, n, s, target, debias, decay, rest, eps, *, layout, center):
+  """One rotational leaf's update ``x' − x`` and new ``S`` (module docstring), with
+  ``decay = ζ`` and ``rest = 1 − ζ``."""
+  dtype = geometry.compute_dtype(x, dg)
+  # Raw dot products (one pass over Δg and x), then the centred ones.
+  s_dg, dg_x, dg_dg = (geometry.group_sum(dg, layout), geometry.dot(dg, x, layout),
+                       geometry.sqnorm(dg, layout))
+  mu_d = s_dg / layout.group_size if center else jnp.zeros_like(s_dg)
+  # Δ = Δc − c ρ x_c, c = <Δc, x_c> ρ the component of Δc along x_c / ||x_c||.
+  c = geometry.centered_dot(dg_x, s_dg, mu_x) * rho
+  sq = jnp.maximum(geometry.centered_dot(dg_dg, s_dg, mu_d) - c * c, 0)  # ||Δ||²
+  # Below the rounding floor of its terms ||Δ||² is 0: Δ vanishes (Δg constant
+  # per group, or along x) and the group must not move by amplified rounding.
+  sq = jnp.where(sq > 64 * jnp.finfo(dtype).eps * (dg_dg + c * c), sq, 0)
+  s = decay * s + rest * sq.astype(s.dtype)
+  # sq > 0 exactly where the group moves (the floor above is >= 0).
+  angle = jnp.where(sq > 0, target / (jnp.sqrt(s.astype(dtype) / debias) + eps), 0)
+  # x' = n (ρ x_c − angle Δ) / sqrt(1 + angle² ||Δ||²) = σ ((1 + angle c) ρ x_c − angle Δc).
+  sigma = n.astype(dtype) / jnp.sqrt(1 + angle * angle * sq)
+  e = lambda v: geometry.expand(v.astype(dtype), layout)
+  xc = x.astype(dtype) - e(mu_x)
+  dc = dg.astype(dtype) - e(mu_d)
+  x_new = e(sigma * (1 + angle * c) * rho) * xc - e(sigma * angle) * dc
+  return (x_new - x.astype(dtype)).astype(x.dtype), s
 
 
 def rotational_wrapper(
@@ -265,15 +311,9 @@ def rotational_wrapper(
     first = count == 0
 
     def start(layout, x, n):
-      """Per group: ``Σx``, the mean ``μ``, ``ρ = 1/||x_c||`` (0 for a constant group)
-      and the norm ``n``, from ``Σx`` and ``||x||²``."""
       if layout is None:
         return None
-      sx, xx = geometry.group_sum(x, layout), geometry.sqnorm(x, layout)
-      mu = sx / layout.group_size if center else jnp.zeros_like(sx)
-      rho = geometry.safe_div(1, jnp.sqrt(jnp.maximum(geometry.centered_dot(xx, sx, mu), 0)))
-      n = jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n)  # frozen at the first step
-      return sx, mu, rho, n
+      return _start(x, n, first, layout=_static(layout), center=center)
 
     def centred_start(layout, x, st):
       """``x_s = n x_c / ||x_c||``: what the inner direction sees as params."""
@@ -302,29 +342,9 @@ def rotational_wrapper(
         return other.astype(x.dtype), s
       if x.size == 0:
         return jnp.zeros_like(x), s
-      sx, mu_x, rho, n = st
-      dtype = geometry.compute_dtype(x, dg)
-      # Raw dot products (one pass over Δg and x), then the centred ones.
-      s_dg, dg_x, dg_dg = (geometry.group_sum(dg, layout), geometry.dot(dg, x, layout),
-                           geometry.sqnorm(dg, layout))
-      mu_d = s_dg / layout.group_size if center else jnp.zeros_like(s_dg)
-      # Δ = Δc − c ρ x_c, c = <Δc, x_c> ρ the component of Δc along x_c / ||x_c||.
-      c = geometry.centered_dot(dg_x, s_dg, mu_x) * rho
-      sq = jnp.maximum(geometry.centered_dot(dg_dg, s_dg, mu_d) - c * c, 0)  # ||Δ||²
-      # Below the rounding floor of its terms ||Δ||² is 0: Δ vanishes (Δg constant
-      # per group, or along x) and the group must not move by amplified rounding.
-      sq = jnp.where(sq > 64 * jnp.finfo(dtype).eps * (dg_dg + c * c), sq, 0)
-      s = rms_decay * s + (1 - rms_decay) * sq.astype(s.dtype)
       target = eta_r if scale is None else eta_r * scale
-      # sq > 0 exactly where the group moves (the floor above is >= 0).
-      angle = jnp.where(sq > 0, target / (jnp.sqrt(s.astype(dtype) / debias) + eps), 0)
-      # x' = n (ρ x_c − angle Δ) / sqrt(1 + angle² ||Δ||²) = σ ((1 + angle c) ρ x_c − angle Δc).
-      sigma = n.astype(dtype) / jnp.sqrt(1 + angle * angle * sq)
-      e = lambda v: geometry.expand(v.astype(dtype), layout)
-      xc = x.astype(dtype) - e(mu_x)
-      dc = dg.astype(dtype) - e(mu_d)
-      x_new = e(sigma * (1 + angle * c) * rho) * xc - e(sigma * angle) * dc
-      return (x_new - x.astype(dtype)).astype(x.dtype), s
+      return _rotate(x, dg, *st, s, target, debias, rms_decay, 1 - rms_decay, eps,
+                     layout=_static(layout), center=center)
 
     pairs = [
         leaf(*args) for args in zip(
