@@ -34,7 +34,9 @@ needs no further reduction, and the update is
 per-group coefficients, each computed once. A ``||Δ||²`` below the rounding floor
 of its terms counts as 0 (the group does not move; element-wise, the centred Δ of
 a per-group constant ``Δg`` is exactly 0). One element-wise pass then writes the
-update.
+update. This per-leaf rule is one jitted function of the leaf's shape and group
+layout, so a tree with many leaves of one shape traces and lowers it once (XLA
+inlines it: the compiled step is the same).
 
 Non-rotational leaves (``groups`` gives ``None``: by default every leaf with
 ``ndim <= 1``; or ``mask`` is False) receive the update of a separate full optax
