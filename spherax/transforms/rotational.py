@@ -151,13 +151,14 @@ def _static(layout: groups_lib.GroupLayout) -> groups_lib.GroupLayout:
 
 @functools.partial(jax.jit, static_argnames=("layout", "center"))
 def _start(x, n, first, *, layout, center):
-  """Per group: ``Σx``, the mean ``μ``, ``ρ = 1/||x_c||`` (0 for a constant group)
-  and the norm ``n`` (frozen at the first step), from ``Σx`` and ``||x||²``."""
+  """Per group: ``Σx``, the mean ``μ``, ``ρ = 1/||x_c||`` (0 for a constant group),
+  the norm ``n`` (frozen at the first step) and ``n/||x_c||``, from ``Σx`` and ``||x||²``."""
   sx, xx = geometry.group_sum(x, layout), geometry.sqnorm(x, layout)
   mu = sx / layout.group_size if center else jnp.zeros_like(sx)
-  rho = geometry.safe_div(1, jnp.sqrt(jnp.maximum(geometry.centered_dot(xx, sx, mu), 0)))
+  xc_xc = jnp.maximum(geometry.shifted_dot(xx, sx, sx, mu, mu, layout.group_size), 0)
+  rho = geometry.safe_div(1, jnp.sqrt(xc_xc))
   n = jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n)
-  return sx, mu, rho, n
+  return sx, mu, rho, n, geometry.safe_div(n.astype(xc_xc.dtype), jnp.sqrt(xc_xc))
 
 
 @functools.partial(jax.jit, static_argnames=("layout", "center"))
@@ -321,9 +322,9 @@ def rotational_wrapper(
       """``x_s = n x_c / ||x_c||``: what the inner direction sees as params."""
       if layout is None:
         return x
-      _, mu, rho, n = st
+      _, mu, _, _, a = st
       e = lambda v: geometry.expand(v, layout)
-      return (e(n.astype(rho.dtype) * rho) * (x.astype(rho.dtype) - e(mu))).astype(x.dtype)
+      return (e(a) * (x.astype(a.dtype) - e(mu))).astype(x.dtype)
 
     starts = [start(layout, x, n)
               for layout, x, n in zip(layouts, leaves, treedef.flatten_up_to(state.norm))]
@@ -345,7 +346,7 @@ def rotational_wrapper(
       if x.size == 0:
         return jnp.zeros_like(x), s
       target = eta_r if scale is None else eta_r * scale
-      return _rotate(x, dg, *st, s, target, debias, rms_decay, 1 - rms_decay, eps,
+      return _rotate(x, dg, *st[:4], s, target, debias, rms_decay, 1 - rms_decay, eps,
                      layout=_static(layout), center=center)
 
     pairs = [
