@@ -155,6 +155,8 @@ def _start(x, n, first, *, layout, center):
   the norm ``n`` (frozen at the first step) and ``n/||x_c||``, from ``Σx`` and ``||x||²``."""
   sx, xx = geometry.group_sum(x, layout), geometry.sqnorm(x, layout)
   mu = sx / layout.group_size if center else jnp.zeros_like(sx)
+  # ||x_c||² = ||x||² − 2 μ Σx + d μ² (equal to centered_dot's ||x||² − μ Σx to rounding;
+  # kept in this form, in which XLA:GPU fuses rv_adam_l2's v' into its reduction pass).
   xc_xc = jnp.maximum(geometry.shifted_dot(xx, sx, sx, mu, mu, layout.group_size), 0)
   rho = geometry.safe_div(1, jnp.sqrt(xc_xc))
   n = jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n)
