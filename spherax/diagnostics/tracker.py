@@ -113,30 +113,47 @@ def track_dynamics(
   ``optax.masked`` and ``optax.partition`` (masked-out leaves are skipped), with
   bf16 params, and under ``jit`` (the state has fixed shapes and dtypes).
 
-  Cost: with ``every=1`` the five reductions read ``x``, ``Δ`` and ``g`` once
-  more, and ``Δ`` may be written out instead of being fused into
-  ``optax.apply_updates``. With ``every=k`` the summaries are computed only on
-  steps ``0, k, 2k, ...`` inside a ``lax.cond`` whose branch recomputes ``Δ``
-  from the step's inputs (``grads``, the inner state, ``params``), so the other
-  steps pay neither the reductions nor the write of ``Δ``: they cost what the
-  bare step costs, and a recording step costs the bare step plus one more
-  computation of ``Δ`` with the five reductions, so per step on average
-  ``bare + (recording − bare)/k`` (``python -m experiments.compiled_cost``
-  prints that average of the HBM traffic; ``python -m experiments.benchmark``
-  times both against the bare step). Record every ``k`` steps when you log
-  every ``k`` steps. Each leaf's summary depends only on that leaf, so tracing
-  and compiling grow linearly with the number of leaves (``python -m
-  experiments.compile_time``).
+  Which steps record:
+
+  * ``update(..., record=True)`` or ``record=False`` (a Python bool, static
+    under ``jit``: ``jax.jit(step, static_argnames="record")``) records this
+    step or does not, whatever ``every`` says. A non-recording step is then the
+    bare ``inner`` step plus the count's increment (its program holds nothing
+    of the tracker), and a recording step reads ``x``, ``Δ`` and ``g`` once
+    more for the five reductions, in the same program as the step. This is the
+    cheapest way to log every ``k`` steps: ``record=(step % k == 0)``, two
+    compiled programs, per step on average ``bare + (recording − bare)/k``.
+  * Without ``record``, steps ``0, every, 2·every, ...`` record, under one
+    ``lax.cond`` in one program: the recording branch recomputes ``Δ`` from
+    the step's inputs (``grads``, the inner state, ``params``), so that ``Δ``
+    is not a cond operand (which would force it to be written out every step)
+    and the other steps do on the accelerators what the bare step does. The
+    recording branch costs a second ``inner`` step (its reads, not its
+    writes) plus the reductions, and its code is a second copy of ``inner``'s
+    for the compiler; XLA:CPU also copies ``params`` and the inner state
+    before the cond on every step (the cond reads them while the step
+    overwrites them in place). ``every=1`` records every step without a cond.
+
+  ``python -m experiments.compiled_cost`` prints the HBM traffic of both
+  (``python -m experiments.benchmark`` times them against the bare step). Each
+  leaf's summary depends only on that leaf, so tracing and compiling grow
+  linearly with the number of leaves (``python -m experiments.compile_time``).
+
+  Cost of a recording step: the five dot products ``<x,x>, <x,Δ>, <Δ,Δ>,
+  <g,g>, <g,x>`` per leaf (float32, plain reductions that XLA fuses with the
+  step's own passes where it can), then per-group arithmetic on them.
 
   Args:
     inner: the transform whose steps are measured.
     groups: the group specification (see :mod:`spherax.groups`); ``None`` is
       the default rule. Only grouped, non-empty leaves are tracked (an empty
       leaf, e.g. ``(5, 0)``, passes through untracked).
-    every: record the summaries every ``every`` steps (a positive int).
+    every: without ``record``, record the summaries every ``every`` steps (a
+      positive int).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs``.
+    An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the
+    optional keyword ``record`` (consumed here, not passed to ``inner``).
   """
   if not isinstance(every, int) or isinstance(every, bool) or every < 1:
     raise ValueError(f"track_dynamics: every must be a positive int, got {every!r}")
@@ -156,8 +173,13 @@ def track_dynamics(
         dynamics=groups_lib.tree_map_groups(zeros, layouts, params),
     )
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def update_fn(updates, state, params=None, *, record=None, **extra_args):
     require_params("track_dynamics", params)
+    if record is not None and not isinstance(record, (bool, np.bool_)):
+      raise TypeError(
+          "track_dynamics: record must be None or a Python bool, static under jit "
+          f"(jax.jit(step, static_argnames='record')), got {type(record).__name__}"
+      )
     layouts = groups_lib.resolve(groups, params, who="track_dynamics")
 
     def measure(grads, inner_state, params, delta=None):
@@ -170,9 +192,9 @@ def track_dynamics(
       return groups_lib.tree_map_groups(summary, layouts, params, delta, grads)
 
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    if every == 1:
-      dynamics = measure(updates, None, params, new_updates)
-    else:
+    if record is None and every == 1:
+      record = True
+    if record is None:
       # The recording branch recomputes Δ from the step's inputs, so Δ is not a
       # lax.cond operand (which would force it to be written out every step).
       dynamics = jax.lax.cond(
@@ -181,6 +203,10 @@ def track_dynamics(
           lambda _: state.dynamics,
           (updates, state.inner_state, params),
       )
+    elif record:
+      dynamics = measure(updates, None, params, new_updates)
+    else:
+      dynamics = state.dynamics
     count = optax.safe_increment(state.count)
     return new_updates, TrackDynamicsState(count, inner_state, dynamics)
 
