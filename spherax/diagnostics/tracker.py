@@ -41,6 +41,14 @@ Example:
 (0.7854, 1.0)
 >>> sorted(k for k in logs if k.startswith('w/rms_update'))
 ['w/rms_update/max', 'w/rms_update/mean', 'w/rms_update/min']
+
+``record=False`` (static under ``jit``) skips a step's recording; the last
+summaries stay:
+
+>>> step = jax.jit(tx.update, static_argnames='record')
+>>> updates, state = step(grads, state, params, record=False)
+>>> diagnostics.summaries(state) == logs
+True
 """
 
 from __future__ import annotations
