@@ -89,23 +89,44 @@ class TrackDynamicsState(NamedTuple):
   dynamics: Any
 
 
-def _leaf_summary(layout, x, delta, g) -> jax.Array:
-  xx = geometry.sqnorm(x, layout)
-  xd = geometry.dot(x, delta, layout)
-  dd = geometry.sqnorm(delta, layout)
-  gg = geometry.sqnorm(g, layout)
-  gx = geometry.dot(g, x, layout)
+def _leaf_dots(layout, x, delta, g) -> jax.Array:
+  """``<x,x>, <x,Δ>, <Δ,Δ>, <g,g>, <g,x>`` per group of one leaf, as ``(5, groups)``."""
+  return jnp.stack([
+      geometry.sqnorm(x, layout),
+      geometry.dot(x, delta, layout),
+      geometry.sqnorm(delta, layout),
+      geometry.sqnorm(g, layout),
+      geometry.dot(g, x, layout),
+  ]).reshape(5, -1)
+
+
+def _per_group_metrics(dots: jax.Array) -> jax.Array:
+  """The :data:`METRICS` per group, ``(4, groups)``, from :func:`_leaf_dots`."""
+  xx, xd, dd, gg, gx = dots
   across = jnp.sqrt(jnp.maximum(xx * dd - xd * xd, 0))  # ||x|| · ||Δ⊥||
-  per_group = jnp.stack([
+  return jnp.stack([
       jnp.where(xx > 0, jnp.arctan2(across, xx + xd), 0),
       jnp.sqrt(xx),
       jnp.sqrt(dd),
       geometry.safe_div(gx, jnp.sqrt(gg * xx)),
-  ]).reshape(len(METRICS), -1)
-  summary = jnp.stack(
-      [per_group.mean(1), per_group.min(1), per_group.max(1)], axis=1
-  )
-  return summary.astype(jnp.float32)
+  ])
+
+
+def _summaries(dots: list[jax.Array]) -> list[jax.Array]:
+  """Each leaf's ``(4, 3)`` float32 summary (mean, min, max over its groups).
+
+  The per-group arithmetic runs once on every leaf's groups side by side (one
+  kernel, not one per leaf); each leaf's summary then reduces its own slice, so
+  a non-finite group reaches only its own leaf's summary. Nothing of this feeds
+  the updates.
+  """
+  metrics = _per_group_metrics(jnp.concatenate(dots, axis=1))
+  out, start = [], 0
+  for d in dots:
+    v = metrics[:, start:start + d.shape[1]]
+    start += d.shape[1]
+    out.append(jnp.stack([v.mean(1), v.min(1), v.max(1)], axis=1).astype(jnp.float32))
+  return out
 
 
 def track_dynamics(
@@ -194,10 +215,12 @@ def track_dynamics(
       if delta is None:
         delta, _ = inner.update(grads, inner_state, params, **extra_args)
 
-      def summary(layout, x, d, g):
-        return _leaf_summary(layout, x, d, g) if tracked(layout, x) else None
+      def leaf_dots(layout, x, d, g):
+        return _leaf_dots(layout, x, d, g) if tracked(layout, x) else None
 
-      return groups_lib.tree_map_groups(summary, layouts, params, delta, grads)
+      dots, treedef = jax.tree.flatten(
+          groups_lib.tree_map_groups(leaf_dots, layouts, params, delta, grads))
+      return jax.tree.unflatten(treedef, _summaries(dots) if dots else [])
 
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     if record is None and every == 1:
