@@ -112,21 +112,12 @@ def _per_group_metrics(dots: jax.Array) -> jax.Array:
   ])
 
 
-def _summaries(dots: list[jax.Array]) -> list[jax.Array]:
-  """Each leaf's ``(4, 3)`` float32 summary (mean, min, max over its groups).
-
-  The per-group arithmetic runs once on every leaf's groups side by side (one
-  kernel, not one per leaf); each leaf's summary then reduces its own slice, so
-  a non-finite group reaches only its own leaf's summary. Nothing of this feeds
-  the updates.
-  """
-  metrics = _per_group_metrics(jnp.concatenate(dots, axis=1))
-  out, start = [], 0
-  for d in dots:
-    v = metrics[:, start:start + d.shape[1]]
-    start += d.shape[1]
-    out.append(jnp.stack([v.mean(1), v.min(1), v.max(1)], axis=1).astype(jnp.float32))
-  return out
+def _leaf_summary(dots: jax.Array) -> jax.Array:
+  """A leaf's ``(4, 3)`` float32 summary (mean, min, max over its groups) from
+  its :func:`_leaf_dots`."""
+  metrics = _per_group_metrics(dots)
+  summary = jnp.stack([metrics.mean(1), metrics.min(1), metrics.max(1)], axis=1)
+  return summary.astype(jnp.float32)
 
 
 def track_dynamics(
@@ -215,12 +206,10 @@ def track_dynamics(
       if delta is None:
         delta, _ = inner.update(grads, inner_state, params, **extra_args)
 
-      def leaf_dots(layout, x, d, g):
-        return _leaf_dots(layout, x, d, g) if tracked(layout, x) else None
+      def summary(layout, x, d, g):
+        return _leaf_summary(_leaf_dots(layout, x, d, g)) if tracked(layout, x) else None
 
-      dots, treedef = jax.tree.flatten(
-          groups_lib.tree_map_groups(leaf_dots, layouts, params, delta, grads))
-      return jax.tree.unflatten(treedef, _summaries(dots) if dots else [])
+      return groups_lib.tree_map_groups(summary, layouts, params, delta, grads)
 
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     if record is None and every == 1:
