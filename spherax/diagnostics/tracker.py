@@ -19,9 +19,10 @@ arXiv:2305.17212, Sec. 2; the same quantities as
 and stores, for each grouped leaf, their mean, min and max over the leaf's
 groups. Ungrouped and empty leaves are not tracked (``None`` in the state).
 
-Cost: one fused pass over ``x``, ``Δ`` and ``g`` per leaf computing the five
-dot products ``<x,x>, <x,Δ>, <Δ,Δ>, <g,g>, <g,x>`` (float32); everything else
-is per-group arithmetic on them:
+Cost: per recorded leaf, the five dot products ``<x,x>, <x,Δ>, <Δ,Δ>, <g,g>,
+<g,x>`` (float32 reductions over ``x``, ``Δ`` and ``g``, which the compiler
+fuses with the step's own passes where it can; see :func:`track_dynamics` for
+which steps record). Everything else is per-group arithmetic on them:
 ``∠ = atan2(sqrt(<x,x><Δ,Δ> − <x,Δ>²), <x,x> + <x,Δ>)``, which equals
 :func:`~spherax.diagnostics.measures.angular_update` up to float32 rounding
 (absolute error ≲ 1e-3 · ||Δ||/||x|| when the step is almost radial; that
