@@ -160,10 +160,6 @@ def track_dynamics(
   leaf's summary depends only on that leaf, so tracing and compiling grow
   linearly with the number of leaves (``python -m experiments.compile_time``).
 
-  Cost of a recording step: the five dot products ``<x,x>, <x,Δ>, <Δ,Δ>,
-  <g,g>, <g,x>`` per leaf (float32, plain reductions that XLA fuses with the
-  step's own passes where it can), then per-group arithmetic on them.
-
   Args:
     inner: the transform whose steps are measured.
     groups: the group specification (see :mod:`spherax.groups`); ``None`` is
