@@ -19,9 +19,10 @@ arXiv:2305.17212, Sec. 2; the same quantities as
 and stores, for each grouped leaf, their mean, min and max over the leaf's
 groups. Ungrouped and empty leaves are not tracked (``None`` in the state).
 
-Cost: one fused pass over ``x``, ``Δ`` and ``g`` per leaf computing the five
-dot products ``<x,x>, <x,Δ>, <Δ,Δ>, <g,g>, <g,x>`` (float32); everything else
-is per-group arithmetic on them:
+Cost: per recorded leaf, the five dot products ``<x,x>, <x,Δ>, <Δ,Δ>, <g,g>,
+<g,x>`` (float32 reductions over ``x``, ``Δ`` and ``g``, which the compiler
+fuses with the step's own passes where it can; see :func:`track_dynamics` for
+which steps record). Everything else is per-group arithmetic on them:
 ``∠ = atan2(sqrt(<x,x><Δ,Δ> − <x,Δ>²), <x,x> + <x,Δ>)``, which equals
 :func:`~spherax.diagnostics.measures.angular_update` up to float32 rounding
 (absolute error ≲ 1e-3 · ||Δ||/||x|| when the step is almost radial; that
@@ -41,6 +42,14 @@ Example:
 (0.7854, 1.0)
 >>> sorted(k for k in logs if k.startswith('w/rms_update'))
 ['w/rms_update/max', 'w/rms_update/mean', 'w/rms_update/min']
+
+``record=False`` (static under ``jit``) skips a step's recording; the last
+summaries stay:
+
+>>> step = jax.jit(tx.update, static_argnames='record')
+>>> updates, state = step(grads, state, params, record=False)
+>>> diagnostics.summaries(state) == logs
+True
 """
 
 from __future__ import annotations
@@ -81,22 +90,34 @@ class TrackDynamicsState(NamedTuple):
   dynamics: Any
 
 
-def _leaf_summary(layout, x, delta, g) -> jax.Array:
-  xx = geometry.sqnorm(x, layout)
-  xd = geometry.dot(x, delta, layout)
-  dd = geometry.sqnorm(delta, layout)
-  gg = geometry.sqnorm(g, layout)
-  gx = geometry.dot(g, x, layout)
+def _leaf_dots(layout, x, delta, g) -> jax.Array:
+  """``<x,x>, <x,Δ>, <Δ,Δ>, <g,g>, <g,x>`` per group of one leaf, as ``(5, groups)``."""
+  return jnp.stack([
+      geometry.sqnorm(x, layout),
+      geometry.dot(x, delta, layout),
+      geometry.sqnorm(delta, layout),
+      geometry.sqnorm(g, layout),
+      geometry.dot(g, x, layout),
+  ]).reshape(5, -1)
+
+
+def _per_group_metrics(dots: jax.Array) -> jax.Array:
+  """The :data:`METRICS` per group, ``(4, groups)``, from :func:`_leaf_dots`."""
+  xx, xd, dd, gg, gx = dots
   across = jnp.sqrt(jnp.maximum(xx * dd - xd * xd, 0))  # ||x|| · ||Δ⊥||
-  per_group = jnp.stack([
+  return jnp.stack([
       jnp.where(xx > 0, jnp.arctan2(across, xx + xd), 0),
       jnp.sqrt(xx),
       jnp.sqrt(dd),
       geometry.safe_div(gx, jnp.sqrt(gg * xx)),
-  ]).reshape(len(METRICS), -1)
-  summary = jnp.stack(
-      [per_group.mean(1), per_group.min(1), per_group.max(1)], axis=1
-  )
+  ])
+
+
+def _leaf_summary(dots: jax.Array) -> jax.Array:
+  """A leaf's ``(4, 3)`` float32 summary (mean, min, max over its groups) from
+  its :func:`_leaf_dots`."""
+  metrics = _per_group_metrics(dots)
+  summary = jnp.stack([metrics.mean(1), metrics.min(1), metrics.max(1)], axis=1)
   return summary.astype(jnp.float32)
 
 
@@ -113,30 +134,43 @@ def track_dynamics(
   ``optax.masked`` and ``optax.partition`` (masked-out leaves are skipped), with
   bf16 params, and under ``jit`` (the state has fixed shapes and dtypes).
 
-  Cost: with ``every=1`` the five reductions read ``x``, ``Δ`` and ``g`` once
-  more, and ``Δ`` may be written out instead of being fused into
-  ``optax.apply_updates``. With ``every=k`` the summaries are computed only on
-  steps ``0, k, 2k, ...`` inside a ``lax.cond`` whose branch recomputes ``Δ``
-  from the step's inputs (``grads``, the inner state, ``params``), so the other
-  steps pay neither the reductions nor the write of ``Δ``: they cost what the
-  bare step costs, and a recording step costs the bare step plus one more
-  computation of ``Δ`` with the five reductions, so per step on average
-  ``bare + (recording − bare)/k`` (``python -m experiments.compiled_cost``
-  prints that average of the HBM traffic; ``python -m experiments.benchmark``
-  times both against the bare step). Record every ``k`` steps when you log
-  every ``k`` steps. Each leaf's summary depends only on that leaf, so tracing
-  and compiling grow linearly with the number of leaves (``python -m
-  experiments.compile_time``).
+  Which steps record:
+
+  * ``update(..., record=True)`` or ``record=False`` (a Python bool, static
+    under ``jit``: ``jax.jit(step, static_argnames="record")``) records this
+    step or does not, whatever ``every`` says. A non-recording step is then the
+    bare ``inner`` step plus the count's increment (its program holds nothing
+    of the tracker), and a recording step reads ``x``, ``Δ`` and ``g`` once
+    more for the five reductions, in the same program as the step. This is the
+    cheapest way to log every ``k`` steps: ``record=(step % k == 0)``, two
+    compiled programs, per step on average ``bare + (recording − bare)/k``.
+  * Without ``record``, steps ``0, every, 2·every, ...`` record, under one
+    ``lax.cond`` in one program: the recording branch recomputes ``Δ`` from
+    the step's inputs (``grads``, the inner state, ``params``), so that ``Δ``
+    is not a cond operand (which would force it to be written out every step)
+    and the other steps do on the accelerators what the bare step does. The
+    recording branch costs a second ``inner`` step (its reads, not its
+    writes) plus the reductions, and its code is a second copy of ``inner``'s
+    for the compiler; XLA:CPU also copies ``params`` and the inner state
+    before the cond on every step (the cond reads them while the step
+    overwrites them in place). ``every=1`` records every step without a cond.
+
+  ``python -m experiments.compiled_cost`` prints the HBM traffic of both
+  (``python -m experiments.benchmark`` times them against the bare step). Each
+  leaf's summary depends only on that leaf, so tracing and compiling grow
+  linearly with the number of leaves (``python -m experiments.compile_time``).
 
   Args:
     inner: the transform whose steps are measured.
     groups: the group specification (see :mod:`spherax.groups`); ``None`` is
       the default rule. Only grouped, non-empty leaves are tracked (an empty
       leaf, e.g. ``(5, 0)``, passes through untracked).
-    every: record the summaries every ``every`` steps (a positive int).
+    every: without ``record``, record the summaries every ``every`` steps (a
+      positive int).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs``.
+    An ``optax.GradientTransformationExtraArgs`` whose ``update`` takes the
+    optional keyword ``record`` (consumed here, not passed to ``inner``).
   """
   if not isinstance(every, int) or isinstance(every, bool) or every < 1:
     raise ValueError(f"track_dynamics: every must be a positive int, got {every!r}")
@@ -156,8 +190,13 @@ def track_dynamics(
         dynamics=groups_lib.tree_map_groups(zeros, layouts, params),
     )
 
-  def update_fn(updates, state, params=None, **extra_args):
+  def update_fn(updates, state, params=None, *, record=None, **extra_args):
     require_params("track_dynamics", params)
+    if record is not None and not isinstance(record, (bool, np.bool_)):
+      raise TypeError(
+          "track_dynamics: record must be None or a Python bool, static under jit "
+          f"(jax.jit(step, static_argnames='record')), got {type(record).__name__}"
+      )
     layouts = groups_lib.resolve(groups, params, who="track_dynamics")
 
     def measure(grads, inner_state, params, delta=None):
@@ -165,14 +204,14 @@ def track_dynamics(
         delta, _ = inner.update(grads, inner_state, params, **extra_args)
 
       def summary(layout, x, d, g):
-        return _leaf_summary(layout, x, d, g) if tracked(layout, x) else None
+        return _leaf_summary(_leaf_dots(layout, x, d, g)) if tracked(layout, x) else None
 
       return groups_lib.tree_map_groups(summary, layouts, params, delta, grads)
 
     new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    if every == 1:
-      dynamics = measure(updates, None, params, new_updates)
-    else:
+    if record is None and every == 1:
+      record = True
+    if record is None:
       # The recording branch recomputes Δ from the step's inputs, so Δ is not a
       # lax.cond operand (which would force it to be written out every step).
       dynamics = jax.lax.cond(
@@ -181,6 +220,10 @@ def track_dynamics(
           lambda _: state.dynamics,
           (updates, state.inner_state, params),
       )
+    elif record:
+      dynamics = measure(updates, None, params, new_updates)
+    else:
+      dynamics = state.dynamics
     count = optax.safe_increment(state.count)
     return new_updates, TrackDynamicsState(count, inner_state, dynamics)
 

@@ -141,6 +141,57 @@ def test_every_k_records_on_steps_0_k_2k_and_keeps_the_last_summary():
   assert step._cache_size() == 1
 
 
+def test_record_true_false_overrides_every_and_record_false_holds_no_tracker_code():
+  # record= is static: record=False compiles to the inner step (no cond, no
+  # reductions: the same ops as the bare step's program but the count), and
+  # record=True records whatever every says; the counts and the inner state
+  # advance the same either way, so every=k resumes its schedule.
+  params = _params()
+  inner = optax.adamw(0.1, weight_decay=0.1)
+  tx = diagnostics.track_dynamics(inner, SPECS, every=3)
+  step = jax.jit(tx.update, static_argnames="record")
+  state, ref_state = tx.init(params), inner.init(params)
+  recorded = {k: 0.0 for k in _expected(params, _grads(params, 0), params)}
+  for t, record in enumerate([False, True, False, None, True]):
+    grads = _grads(params, 20 + t)
+    updates, state = step(grads, state, params, record=record)
+    ref_updates, ref_state = inner.update(grads, ref_state, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8),
+                 (updates, state.inner_state), (ref_updates, ref_state))
+    if record or (record is None and t % 3 == 0):
+      recorded = _expected(params, grads, updates)
+    _check(diagnostics.summaries(state), recorded, rtol=1e-5)
+    assert int(state.count) == t + 1
+    params = optax.apply_updates(params, updates)
+  args = (_grads(params, 0), state, params)
+  ops = lambda **kw: [e.primitive.name for e in jax.make_jaxpr(
+      lambda *a: tx.update(*a, **kw))(*args).jaxpr.eqns]
+  bare = [e.primitive.name for e in jax.make_jaxpr(inner.update)(*args[:1], ref_state, params).jaxpr.eqns]
+  assert "cond" in ops() and "cond" not in ops(record=True) + ops(record=False)
+  assert "reduce_sum" in ops(record=True)
+  off = ops(record=False)
+  assert sorted(off) == sorted(bare + _increment_ops()), (sorted(off), sorted(bare))
+
+
+def _increment_ops():
+  return [e.primitive.name for e in jax.make_jaxpr(optax.safe_increment)(jnp.int32(0)).jaxpr.eqns]
+
+
+def test_record_passes_through_chains_and_must_be_a_bool():
+  params = _params()
+  tx = optax.chain(optax.clip_by_global_norm(1.0),
+                   diagnostics.track_dynamics(optax.sgd(0.1), SPECS, every=5))
+  state = tx.init(params)
+  grads = _grads(params, 8)
+  _, state = tx.update(grads, state, params, record=False)
+  assert all(v == 0 for v in diagnostics.summaries(state).values())
+  clipped, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+  updates, state = tx.update(grads, state, params, record=True)
+  _check(diagnostics.summaries(state), _expected(params, clipped, updates), rtol=1e-5)
+  with pytest.raises(TypeError, match="static_argnames"):
+    jax.jit(tx.update)(grads, state, params, record=True)
+
+
 @pytest.mark.parametrize("every", [1, 2])
 def test_a_non_finite_leaf_does_not_leak_into_the_other_leaves(every):
   # The updates do not depend on the summaries: a NaN gradient in one leaf
