@@ -190,16 +190,17 @@ def moved_moment_coefficients(xx, xs, ss, mx, ms, lr, kind, rescale, eps):
   m_new = mx - lr * ms  # <m, x'>
   finite = jnp.isfinite(new_sq)  # else inf/inf: the moment is reset (see above)
 
-  def over(den):  # num ↦ num/den where den != 0 and ||x'||² is finite, else 0
+  def guard(den):  # where den != 0 and ||x'||² is finite; elsewhere the coefficients are 0
     ok = finite & (den != 0)
-    inv = 1 / jnp.where(ok, den, 1)
-    return lambda num: jnp.where(ok, num, 0) * inv
+    return ok, jnp.where(ok, den, 1)
 
-  over_new = over(new_sq + eps)  # the guard and denominator of ratio, shared
-  ratio = over_new(xx)
-  if kind == "reference":  # one division per coefficient, the step's last operation
-    over_den = over_new if rescale else over(jnp.sqrt(xx) * jnp.sqrt(new_sq))
-    return over_den(x_new), over_den(-m_new), jnp.zeros_like(xx), ratio
+  ok, den = guard(new_sq + eps)
+  ratio = jnp.where(ok, xx, 0) / den
+  if kind == "reference":  # one reciprocal for both coefficients, the step's last operation
+    if not rescale:
+      ok, den = guard(jnp.sqrt(xx) * jnp.sqrt(new_sq))
+    inv = 1 / den
+    return jnp.where(ok, x_new, 0) * inv, jnp.where(ok, -m_new, 0) * inv, jnp.zeros_like(xx), ratio
   k = jnp.sqrt(ratio) if rescale else jnp.ones_like(xx)
   r, r_new = jnp.sqrt(xx), jnp.sqrt(new_sq)
   zero = jnp.zeros_like(xx)
