@@ -196,11 +196,13 @@ def moved_moment_coefficients(xx, xs, ss, mx, ms, lr, kind, rescale, eps):
 
   ok, den = guard(new_sq + eps)
   ratio = jnp.where(ok, xx, 0) / den
-  if kind == "reference":  # one reciprocal for both coefficients, the step's last operation
+  if kind == "reference":  # one division per coefficient, the step's last operation
     if not rescale:
       ok, den = guard(jnp.sqrt(xx) * jnp.sqrt(new_sq))
-    inv = 1 / den
-    return jnp.where(ok, x_new, 0) * inv, jnp.where(ok, -m_new, 0) * inv, jnp.zeros_like(xx), ratio
+    # Divisions, not one shared reciprocal: 1/den overflows for a subnormal den
+    # (eps = 0) where the quotient is finite.
+    a, b = jnp.where(ok, x_new, 0) / den, jnp.where(ok, -m_new, 0) / den
+    return a, b, jnp.zeros_like(xx), ratio
   k = jnp.sqrt(ratio) if rescale else jnp.ones_like(xx)
   r, r_new = jnp.sqrt(xx), jnp.sqrt(new_sq)
   zero = jnp.zeros_like(xx)
