@@ -264,13 +264,15 @@ def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
 
 
 def safe_div_sqrt(num: jax.Array, sq: jax.Array) -> jax.Array:
-  """``num / sqrt(sq)`` where ``sq != 0``, else 0: ``safe_div(num, sqrt(sq))`` bit for bit.
+  """``num / sqrt(sq)`` where ``sq != 0``, else 0: ``safe_div(num, sqrt(sq))``.
 
   For ``sq >= 0`` (a squared norm, a second moment) ``sqrt(sq) != 0`` exactly
   when ``sq != 0``, so the guard reads ``sq``: the square root then has one use,
   and XLA computes guard, root and quotient in one kernel (``safe_div`` of a
   root is two: an expensive operation with two uses is not duplicated into its
   consumers). A negative or NaN ``sq`` gives NaN, as ``safe_div(num, sqrt(sq))``.
+  Op by op the two are equal bit for bit; under ``jit`` XLA may compute
+  ``1/sqrt`` as one ``rsqrt`` (a float32 rounding difference, ~1e-7 relative).
 
   >>> import jax.numpy as jnp
   >>> safe_div_sqrt(jnp.array([3.0, 1.0]), jnp.array([4.0, 0.0])).tolist()
