@@ -25,7 +25,9 @@ and first-use costs out of the figure. The table gives, per leaf count and optim
 stage (wall clock), the process's CPU seconds for all three (all of its
 threads; less sensitive than the wall clock to other load on the machine),
 the number of operations in the lowered StableHLO module (``ops``,
-deterministic: what the compiler is given, which its time grows with),
+deterministic: what the compiler is given, which its time grows with), the
+number of fusions in the compiled module (``fusions``, deterministic: the
+kernels and buffers the backend generates, which its time tracks closely),
 and the ratio of ``trace + lower + compile`` to ``optax.adam``'s in the same
 run, in wall and in CPU seconds. ``optax.adam`` is measured first and again
 last; its row is the mean of the two (both kept under ``runs`` in the JSON), so
@@ -124,11 +126,12 @@ def stage_seconds(opt, shapes: dict) -> dict[str, float]:
   t1 = time.perf_counter()
   lowered = traced.lower()
   t2 = time.perf_counter()
-  lowered.compile()
+  compiled = lowered.compile()
   t3 = time.perf_counter()
   cpu = time.process_time() - cpu
   return {"trace_s": t1 - t0, "lower_s": t2 - t1, "compile_s": t3 - t2,
-          "total_s": t3 - t0, "cpu_s": cpu, "ops": stablehlo_ops(lowered.as_text())}
+          "total_s": t3 - t0, "cpu_s": cpu, "ops": stablehlo_ops(lowered.as_text()),
+          "fusions": fusions(compiled.as_text())}
 
 
 def stablehlo_ops(text: str) -> int:
@@ -139,6 +142,18 @@ def stablehlo_ops(text: str) -> int:
   1
   """
   return sum(" = " in line for line in text.splitlines())
+
+
+def fusions(text: str) -> int:
+  """The fusions (kernels) of a compiled module's optimized HLO text: what the
+  backend generates code and buffers for, and the count its compile time grows
+  with (deterministic; on XLA:CPU each per-group statistic with a division or a
+  root and several uses, and each reduction, is one).
+
+  >>> fusions("  %f = f32[2]{0} fusion(%a), kind=kLoop, calls=%c\\n  %g = f32[] add(%x, %y)")
+  1
+  """
+  return text.count(" fusion(")
 
 
 def measure_one(name: str, num_leaves: int) -> dict[str, float]:
@@ -178,20 +193,21 @@ def mean_row(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def add_ratios(rows: dict[str, dict]) -> dict[str, dict]:
-  """Adds ``ratio`` (wall), ``cpu_ratio`` and ``ops_ratio``: ``total_s``,
-  ``cpu_s`` and ``ops`` over :data:`BASELINE`'s (a timed-out row gets none).
+  """Adds ``ratio`` (wall), ``cpu_ratio``, ``ops_ratio`` and ``fusions_ratio``:
+  ``total_s``, ``cpu_s``, ``ops`` and ``fusions`` over :data:`BASELINE`'s (a
+  timed-out row gets none).
 
-  >>> rows = {BASELINE: {"total_s": 2.0, "cpu_s": 1.0, "ops": 10},
-  ...         "x": {"total_s": 3.0, "cpu_s": 2.5, "ops": 30}, "y": {"timeout_s": 9}}
+  >>> rows = {BASELINE: {"total_s": 2.0, "cpu_s": 1.0, "ops": 10, "fusions": 4},
+  ...         "x": {"total_s": 3.0, "cpu_s": 2.5, "ops": 30, "fusions": 6}, "y": {"timeout_s": 9}}
   >>> add_ratios(rows)["x"]
-  {'total_s': 3.0, 'cpu_s': 2.5, 'ops': 30, 'ratio': 1.5, 'cpu_ratio': 2.5, 'ops_ratio': 3.0}
+  {'total_s': 3.0, 'cpu_s': 2.5, 'ops': 30, 'fusions': 6, 'ratio': 1.5, 'cpu_ratio': 2.5, 'ops_ratio': 3.0, 'fusions_ratio': 1.5}
   >>> add_ratios(rows)["y"]
   {'timeout_s': 9}
   """
   ref = rows[BASELINE]
   return {name: r if "timeout_s" in r else
           {**r, "ratio": r["total_s"] / ref["total_s"], "cpu_ratio": r["cpu_s"] / ref["cpu_s"],
-           "ops_ratio": r["ops"] / ref["ops"]}
+           "ops_ratio": r["ops"] / ref["ops"], "fusions_ratio": r["fusions"] / ref["fusions"]}
           for name, r in rows.items()}
 
 
@@ -201,18 +217,19 @@ def print_table(results: dict[str, dict[str, dict]]) -> None:
     print(f"\n### {leaves} leaves (CPU: {jax.default_backend()}); bound: "
           f"{BOUND:g}× {BASELINE}\n")
     print("| optimizer | trace s | lower s | compile s | total s | /adam | CPU s | CPU /adam "
-          "| within | load | ops | ops /adam |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| within | load | ops | ops /adam | fusions | fusions /adam |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
       if "timeout_s" in r:
-        print(f"| {name} | | | | > {r['timeout_s']:g} | | | | NO | | | |")
+        print(f"| {name} | | | | > {r['timeout_s']:g} | | | | NO | | | | | |")
         continue
       ok = "yes" if max(r["ratio"], r["cpu_ratio"]) <= BOUND else (
           "CPU only" if r["cpu_ratio"] <= BOUND else "NO")
       print(f"| {name} | {r['trace_s']:.1f} | {r['lower_s']:.1f} | {r['compile_s']:.1f} | "
             f"{r['total_s']:.1f} | {r['ratio']:.2f} | {r['cpu_s']:.1f} | "
             f"{r['cpu_ratio']:.2f} | {ok} | {r['load_before']:.1f}–{r['load_after']:.1f} | "
-            f"{r['ops']:.0f} | {r['ops_ratio']:.2f} |")
+            f"{r['ops']:.0f} | {r['ops_ratio']:.2f} | {r['fusions']:.0f} | "
+            f"{r['fusions_ratio']:.2f} |")
 
 
 def main(argv=None) -> None:

@@ -81,6 +81,7 @@ __all__ = [
     "norm",
     "mean",
     "safe_div",
+    "safe_div_sqrt",
     "radial",
     "tangent",
     "retract",
@@ -262,9 +263,28 @@ def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
   return jnp.where(nonzero, num / jnp.where(nonzero, den, 1), 0)
 
 
+def safe_div_sqrt(num: jax.Array, sq: jax.Array) -> jax.Array:
+  """``num / sqrt(sq)`` where ``sq != 0``, else 0: ``safe_div(num, sqrt(sq))``.
+
+  For ``sq >= 0`` (a squared norm, a second moment) ``sqrt(sq) != 0`` exactly
+  when ``sq != 0``, so the guard reads ``sq``: the square root then has one use,
+  and XLA computes guard, root and quotient in one kernel (``safe_div`` of a
+  root is two: an expensive operation with two uses is not duplicated into its
+  consumers). A negative or NaN ``sq`` gives NaN, as ``safe_div(num, sqrt(sq))``.
+  Op by op the two are equal bit for bit; under ``jit`` XLA may compute
+  ``1/sqrt`` as one ``rsqrt`` (a float32 rounding difference, ~1e-7 relative).
+
+  >>> import jax.numpy as jnp
+  >>> safe_div_sqrt(jnp.array([3.0, 1.0]), jnp.array([4.0, 0.0])).tolist()
+  [1.5, 0.0]
+  """
+  nonzero = sq != 0
+  return jnp.where(nonzero, num / jnp.sqrt(jnp.where(nonzero, sq, 1)), 0)
+
+
 def radial(v: jax.Array, x: jax.Array, layout: GroupLayout) -> jax.Array:
   """``<v, u> u``: the component of ``v`` along ``x`` (0 where ``x = 0``)."""
-  inv_r = safe_div(jnp.ones((), stat_dtype(v, x)), norm(x, layout))
+  inv_r = safe_div_sqrt(jnp.ones((), stat_dtype(v, x)), sqnorm(x, layout))
   coef = dot(v, x, layout) * inv_r * inv_r
   return expand(coef, layout) * x.astype(compute_dtype(v, x))
 
@@ -282,7 +302,7 @@ def retract(x: jax.Array, target_norm: jax.Array | float, layout: GroupLayout) -
 
   ``target_norm`` is a scalar or a statistic. A zero group stays zero.
   """
-  scale = safe_div(jnp.asarray(target_norm, stat_dtype(x)), norm(x, layout))
+  scale = safe_div_sqrt(jnp.asarray(target_norm, stat_dtype(x)), sqnorm(x, layout))
   return expand(scale, layout) * x.astype(compute_dtype(x))
 
 
@@ -348,8 +368,8 @@ def transport_parallel(
   dtype = compute_dtype(m, x, x_new)
   m, x, x_new = (a.astype(dtype) for a in (m, x, x_new))
   one = jnp.ones((), stat_dtype(m, x, x_new))
-  inv_r = safe_div(one, norm(x, layout))
-  inv_r_new = safe_div(one, norm(x_new, layout))
+  inv_r = safe_div_sqrt(one, sqnorm(x, layout))
+  inv_r_new = safe_div_sqrt(one, sqnorm(x_new, layout))
   u = expand(inv_r, layout) * x
   u_new = expand(inv_r_new, layout) * x_new
   cos = dot(u, u_new, layout)

@@ -236,3 +236,19 @@ def test_empty_leaves_give_empty_or_zero_statistics():
     for stat in (geometry.norm(x, layout), geometry.dot(x, x, layout), geometry.sqnorm(x, layout)):
       assert stat.shape == layout.stat_shape and np.all(np.asarray(stat) == 0)
     assert geometry.retract(x, 1.0, layout).shape == shape
+
+
+def test_safe_div_sqrt_is_safe_div_of_the_root_in_one_kernel():
+  tiny = np.finfo(np.float32).smallest_subnormal
+  sq = jnp.array([4.0, 0.0, -0.0, tiny, 1e-30, 3e38, np.inf, np.nan, -1.0], jnp.float32)
+  num = jnp.array([3.0, 1.0, 1.0, 1.0, 2.0, 5.0, 1.0, 1.0, 1.0], jnp.float32)
+  got = np.asarray(geometry.safe_div_sqrt(num, sq))
+  want = np.asarray(geometry.safe_div(num, jnp.sqrt(sq)))
+  np.testing.assert_array_equal(got, want)  # op by op: bit for bit, NaN where sq < 0 or NaN
+  assert got[1] == got[2] == 0.0 and np.isnan(got[-1])
+  # The guard reads sq, so the root has one use: one kernel, not two.
+  hlo = jax.jit(lambda n, s: geometry.safe_div_sqrt(n, s * s)).lower(num, sq).compile().as_text()
+  assert hlo.count(" fusion(") == 1
+  # NaN-free gradients at sq = 0 (safe_div of sqrt(sq) has 0·inf there).
+  grad = jax.grad(lambda s: geometry.safe_div_sqrt(1.0, s).sum())(jnp.array([0.0, 4.0]))
+  np.testing.assert_array_equal(grad, [0.0, -0.5 * 4.0**-1.5])

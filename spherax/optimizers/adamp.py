@@ -54,8 +54,15 @@ __all__ = ["adamp", "sgdp", "AdamPState", "SGDPState", "project_if_scale_invaria
 
 
 def _max_cosine(gx, gg, xx, eps):
-  """``max |<g, x>| / (max(||g||, ε) · max(||x||, ε))`` over the groups of a view."""
-  return jnp.max(jnp.abs(gx) / (jnp.maximum(jnp.sqrt(gg), eps) * jnp.maximum(jnp.sqrt(xx), eps)))
+  """``max |<g, x>| / (max(||g||, ε) · max(||x||, ε))`` over the groups of a view.
+
+  ``max(||x||, ε)`` is taken as ``sqrt(max(||x||², ε²))`` (the same wherever
+  ``||x|| >= ε``): a root of its own, not the ``||x||`` of the projection's
+  ``(||x|| + ε)²``, so that XLA need not keep that root as a kernel of its own
+  for two consumers.
+  """
+  x_norm = jnp.sqrt(jnp.maximum(xx, eps * eps))
+  return jnp.max(jnp.abs(gx) / (jnp.maximum(jnp.sqrt(gg), eps) * x_norm))
 
 
 def _radial_coef(layout, gx, gg, xx, xp, size, delta, eps):

@@ -27,7 +27,7 @@ import optax
 
 from spherax import geometry
 from spherax._checks import check_beta, check_learning_rate, check_nonnegative
-from spherax.transforms.group_moment import GroupAdamState, group_adam_moments
+from spherax.transforms.group_moment import GroupAdamState, _is_zero, group_adam_moments
 from spherax.transforms.leafwise import leafwise
 from spherax.transforms.transport import move_moments, moved_along_coefficients
 
@@ -221,7 +221,9 @@ def sgdmrt(
     layout, lr = step.layout, step.learning_rate
     dtype = geometry.compute_dtype(x, g, trace)
     x = x.astype(dtype)
-    g = g.astype(dtype) + (l2_regularization if step.decayed else 0.0) * x
+    g = g.astype(dtype)
+    if step.decayed and not _is_zero(l2_regularization):
+      g = g + l2_regularization * x
     buf = momentum * trace.astype(dtype) + g
     if layout is None or layout.group_size < 2:
       return -lr * buf, buf

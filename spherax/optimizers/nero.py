@@ -110,12 +110,13 @@ def nero(
     sx, sg = geometry.group_sum(x, layout), geometry.group_sum(g, layout)
     xx, gg, gx = geometry.dots([(x, x), (g, g), (g, x)], layout)
     nu = b2 * nu + (1 - b2) * gg.astype(real)
-    inv_rms = geometry.safe_div(jnp.ones((), real), jnp.sqrt(nu / debias))
+    one = jnp.ones((), real)
+    inv_rms = geometry.safe_div_sqrt(one, nu / debias)
     e = lambda v: geometry.expand(v, layout)
     if constraints:
       mx, mg = sx / d, sg / d
       xc_sq = jnp.maximum(xx - geometry.re_conj_mul(mx, sx), 0)   # ||x − μx||²
-      a0 = geometry.safe_div(jnp.ones((), real), jnp.sqrt(xc_sq))
+      a0 = geometry.safe_div_sqrt(one, xc_sq)
       start_scale = jnp.mean(a0 * jnp.sqrt(xc_sq))     # mean ||x0||: 1 per nonzero group
       a = jnp.where(first, a0, 1)
     else:
@@ -130,7 +131,7 @@ def nero(
     gc_gc = jnp.maximum(gg - geometry.re_conj_mul(mg, sg), 0)
     sq = a * a * xc_sq - 2 * a * jnp.where(k == 0, 0, k * gc_xc)
     sq = sq + jnp.where(k == 0, 0, k * k * gc_gc)
-    inv = geometry.safe_div(jnp.ones((), real), jnp.sqrt(jnp.maximum(sq, 0)))
+    inv = geometry.safe_div_sqrt(one, jnp.maximum(sq, 0))
     x_new = e(a * inv) * (x - e(mx)) - e(k * inv) * (g - e(mg))
     return x_new - x, nu, scale
 

@@ -4,6 +4,7 @@ with Batch Normalization*, ICLR 2021 submission (OpenReview), §4."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -27,6 +28,13 @@ class GroupAdamState(NamedTuple):
   nu: Any
 
 
+def _is_zero(value) -> bool:
+  """Whether ``value`` is a Python (or NumPy) number equal to 0: a static zero
+  coefficient whose term is left out of the trace (``0·x`` is not folded by XLA,
+  which must keep ``0·inf = nan``), as the same sum without it for finite ``x``."""
+  return isinstance(value, (int, float)) and value == 0
+
+
 def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count, *, l2=0.0, x=None):
   """One leaf's AdamS moments: ``(mu', nu', c)`` with the direction ``c·mu'``.
 
@@ -37,7 +45,9 @@ def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count, *, l2=0.0, x=None)
   ``g`` is in the compute dtype; ``count`` is ``t``, from 1. With ``x``, the
   gradient is ``g + λx`` (coupled L2, ``λ = l2``), written into each moment
   (``(1 − β1)λ x`` in ``mu'``) rather than formed once: XLA:CPU would otherwise
-  write ``g + λx`` to memory for its two consumers.
+  write ``g + λx`` to memory for its two consumers. A static ``λ = 0`` (a Python
+  number) adds no term: ``0·x`` would cost a full-size multiply and add per leaf
+  (XLA does not fold ``0·x``), and for finite ``x`` the sums are the same.
 
   >>> import jax.numpy as jnp
   >>> mu, nu, c = group_adam_moments(None, jnp.array([2.0]), jnp.zeros(1), jnp.zeros(1),
@@ -46,7 +56,7 @@ def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count, *, l2=0.0, x=None)
   [1.0]
   """
   mu = b1 * mu.astype(g.dtype) + (1 - b1) * g
-  if x is not None:
+  if x is not None and not _is_zero(l2):
     mu = mu + ((1 - b1) * l2) * x
     g = g + l2 * x
   bc1, bc2 = 1 - b1**count, 1 - b2**count
@@ -55,7 +65,7 @@ def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count, *, l2=0.0, x=None)
     d = jnp.ones((), nu.dtype)
   else:
     nu = b2 * nu + (1 - b2) * geometry.sqnorm(g, layout)
-    d = jnp.sqrt(jnp.asarray(layout.group_size, nu.dtype))
+    d = jnp.asarray(math.sqrt(layout.group_size), nu.dtype)  # a constant, not a sqrt op
   den = jnp.sqrt(nu / bc2) + eps
   nonzero = den != 0
   return mu, nu, jnp.where(nonzero, d / bc1, 0) / jnp.where(nonzero, den, 1)

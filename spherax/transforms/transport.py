@@ -190,14 +190,19 @@ def moved_moment_coefficients(xx, xs, ss, mx, ms, lr, kind, rescale, eps):
   m_new = mx - lr * ms  # <m, x'>
   finite = jnp.isfinite(new_sq)  # else inf/inf: the moment is reset (see above)
 
-  def ratio_of(num, den):  # num/den where den != 0 and ||x'||² is finite, else 0
+  def guard(den):  # where den != 0 and ||x'||² is finite; elsewhere the coefficients are 0
     ok = finite & (den != 0)
-    return jnp.where(ok, num, 0) / jnp.where(ok, den, 1)
+    return ok, jnp.where(ok, den, 1)
 
-  ratio = ratio_of(xx, new_sq + eps)
+  ok, den = guard(new_sq + eps)
+  ratio = jnp.where(ok, xx, 0) / den
   if kind == "reference":  # one division per coefficient, the step's last operation
-    den = new_sq + eps if rescale else jnp.sqrt(xx) * jnp.sqrt(new_sq)
-    return ratio_of(x_new, den), ratio_of(-m_new, den), jnp.zeros_like(xx), ratio
+    if not rescale:
+      ok, den = guard(jnp.sqrt(xx) * jnp.sqrt(new_sq))
+    # Divisions, not one shared reciprocal: 1/den overflows for a subnormal den
+    # (eps = 0) where the quotient is finite.
+    a, b = jnp.where(ok, x_new, 0) / den, jnp.where(ok, -m_new, 0) / den
+    return a, b, jnp.zeros_like(xx), ratio
   k = jnp.sqrt(ratio) if rescale else jnp.ones_like(xx)
   r, r_new = jnp.sqrt(xx), jnp.sqrt(new_sq)
   zero = jnp.zeros_like(xx)
@@ -225,9 +230,15 @@ def moved_along_coefficients(layout, x, m, c, lr, kind, rescale, eps):
   overflowed second moment) is a zero step even where ``||m||²`` overflowed.
   """
   xx, xm, mm = geometry.dots([(x, x), (x, m), (m, m)], layout)
-  ms = jnp.where(c == 0, 0, c * mm)  # <m, s>, not 0·inf
+  if isinstance(c, (int, float)) and c != 0:  # a static c (SGD-M's 1): no guard
+    ms = c * mm
+    ss = c * ms
+  else:
+    zero_step = c == 0
+    ms = jnp.where(zero_step, 0, c * mm)  # <m, s>, not 0·inf
+    ss = jnp.where(zero_step, 0, c * ms)  # ||s||²
   a, b, gamma, ratio = moved_moment_coefficients(
-      xx, c * xm, jnp.where(c == 0, 0, c * ms), xm, ms, lr, kind, rescale, eps)
+      xx, c * xm, ss, xm, ms, lr, kind, rescale, eps)
   return (a + gamma * c if kind == "parallel" else a), b, ratio  # gamma = 0 otherwise
 
 

@@ -41,7 +41,7 @@ def test_table_and_json_structure(tmp_path, capsys):
   rows = data["results"]["6"]
   assert list(rows) == [compile_time.BASELINE, "adams"]
   fields = {"trace_s", "lower_s", "compile_s", "total_s", "cpu_s", "load_before",
-            "load_after", "ratio", "cpu_ratio", "ops", "ops_ratio"}
+            "load_after", "ratio", "cpu_ratio", "ops", "ops_ratio", "fusions", "fusions_ratio"}
   ref = rows[compile_time.BASELINE]
   assert set(rows["adams"]) == fields and set(ref) == fields | {"runs"}
   for r in [rows["adams"], *ref["runs"]]:
@@ -49,9 +49,11 @@ def test_table_and_json_structure(tmp_path, capsys):
   # The reference is measured first and last; its row is the mean of the two.
   assert len(ref["runs"]) == 2
   assert ref["cpu_s"] == pytest.approx(sum(r["cpu_s"] for r in ref["runs"]) / 2)
-  assert ref["ratio"] == ref["cpu_ratio"] == ref["ops_ratio"] == 1
-  # The op count is deterministic: both reference runs lower the same module.
+  assert ref["ratio"] == ref["cpu_ratio"] == ref["ops_ratio"] == ref["fusions_ratio"] == 1
+  # The op and fusion counts are deterministic: both reference runs build the same module.
   assert ref["runs"][0]["ops"] == ref["runs"][1]["ops"] > 6
+  assert ref["runs"][0]["fusions"] == ref["runs"][1]["fusions"] >= 6  # >= one per leaf
+  assert rows["adams"]["fusions"] > ref["fusions"]  # + a per-group reduction per grouped leaf
   assert rows["adams"]["ratio"] == pytest.approx(
       rows["adams"]["total_s"] / rows[compile_time.BASELINE]["total_s"])
   out = capsys.readouterr().out
@@ -62,10 +64,11 @@ def test_table_and_json_structure(tmp_path, capsys):
 def test_a_timed_out_row_is_printed_as_such(capsys):
   rows = compile_time.add_ratios({
       compile_time.BASELINE: {"trace_s": 1, "lower_s": 1, "compile_s": 2, "total_s": 4,
-                               "cpu_s": 3, "load_before": 1, "load_after": 2, "ops": 9},
+                               "cpu_s": 3, "load_before": 1, "load_after": 2, "ops": 9,
+                               "fusions": 5},
       "adamp": {"timeout_s": 60}})
   compile_time.print_table({"500": rows})
-  assert "| adamp | | | | > 60 | | | | NO | | | |" in capsys.readouterr().out
+  assert "| adamp | | | | > 60 | | | | NO | | | | | |" in capsys.readouterr().out
 
 
 def test_unknown_optimizer_names_are_rejected():

@@ -59,3 +59,26 @@ def test_ungrouped_is_elementwise_adam_and_zero_gradients_are_finite():
 def test_bad_arguments(kwargs):
   with pytest.raises(ValueError):
     spherax.scale_by_group_adam(**kwargs)
+
+
+def test_a_static_zero_l2_adds_no_term():
+  """``l2=0`` (a Python number) leaves ``x`` out of the moments: no ``0·x`` (XLA keeps
+  ``0·inf = nan``, and the term would cost a full-size multiply and add per leaf)."""
+  from spherax.transforms.group_moment import group_adam_moments
+  g, mu, x = jnp.array([2.0, -1.0]), jnp.array([0.5, 0.5]), jnp.array([jnp.inf, 1.0])
+  layout = groups.per_output().layout((2, 1))
+  for lay, nu in ((None, jnp.zeros(2)), (layout, jnp.zeros((1, 1)))):
+    g_, mu_, x_ = (a.reshape(2, 1) for a in (g, mu, x)) if lay else (g, mu, x)
+    plain = group_adam_moments(lay, g_, mu_, nu, B1, B2, EPS, jnp.int32(1))
+    zero = group_adam_moments(lay, g_, mu_, nu, B1, B2, EPS, jnp.int32(1), l2=0.0, x=x_)
+    for a, b in zip(plain, zero):
+      np.testing.assert_array_equal(a, b)
+    jaxpr = jax.make_jaxpr(lambda x_: group_adam_moments(
+        lay, g_, mu_, nu, B1, B2, EPS, jnp.int32(1), l2=0.0, x=x_))(x_)
+    assert not jaxpr.jaxpr.eqns or all(x_v not in e.invars for e in jaxpr.jaxpr.eqns
+                                       for x_v in jaxpr.jaxpr.invars)
+  # A nonzero λ is applied: g + λx in both moments.
+  got = group_adam_moments(None, g, mu, jnp.zeros(2), B1, B2, EPS, jnp.int32(1), l2=0.5,
+                           x=jnp.array([1.0, 2.0]))[0]
+  np.testing.assert_allclose(got, B1 * mu + (1 - B1) * (g + 0.5 * jnp.array([1.0, 2.0])),
+                             rtol=1e-6)
