@@ -109,10 +109,12 @@ def _geodesic_coefficients(inv_r, mm, sigma):
   (Cho & Lee 2017, Algorithms 1–2, :func:`spherax.geometry.transport_along`)
   ``Γ(m) = m − <Δ, m>(sinc θ y + ½ sinc²(θ/2) Δ)`` with ``<Δ, m> = σ ||m||²``, so
   ``t_m = 1 − ½ θ² sinc²(θ/2)`` (``= cos θ``), ``c_x = t_m / r``,
-  ``c_m = σ sinc θ`` and ``t_x = −||m||² c_m / r``: every coefficient is a product
-  of ``σ``, ``θ``, ``sinc θ``, ``sinc(θ/2)`` and ``1/r``, bounded for every ``θ``. No
-  move (``x' = y``, ``m`` kept) where ``σ = 0`` (e.g. an overflowed second moment)
-  or ``θ² = σ² ||m||²`` is past the dtype's range.
+  ``c_m = σ sin θ / θ`` (0 at ``θ = 0``, where ``Δ = 0``) and
+  ``t_x = −||m||² c_m / r``, bounded for every ``θ``; each is one per-group value
+  (a quotient, or a product of ``1/r``, ``θ`` and ``sinc(θ/2)``), so the
+  element-wise pass only multiplies and adds. No move (``x' = y``, ``m`` kept)
+  where ``σ = 0`` (e.g. an overflowed second moment) or ``θ² = σ² ||m||²`` is past
+  the dtype's range.
   """
   sigma = jnp.asarray(sigma, mm.dtype)
   theta_sq = sigma * sigma * mm  # ||Δ||²
@@ -121,8 +123,10 @@ def _geodesic_coefficients(inv_r, mm, sigma):
   theta = jnp.sqrt(jnp.where(still, 0, theta_sq))
   half = theta * geometry.sinc(theta / 2)  # 2 sin(θ/2)
   t_m = 1 - half * half / 2
-  c_m = sigma * geometry.sinc(theta)
-  return t_m * inv_r, c_m, t_m, -mm * c_m * inv_r
+  sin = sigma * jnp.sin(theta)
+  c_m = geometry.safe_div(sin, theta)
+  t_x = -geometry.safe_div(mm * sin * inv_r, theta)
+  return t_m * inv_r, c_m, t_m, t_x
 
 
 def _geodesic_step(layout, x, g, m, decay, coefficients):
@@ -206,7 +210,8 @@ def adamg(
     a, b, inv_r, hh, mm = _moment_coefficients(step.layout, x, g, mu, b1, 1 - b1, clip_norm)
     nu = b2 * nu + (1 - b2) * hh
     size = step.learning_rate * jnp.sqrt(1 - b2**step.count) / (1 - b1**step.count)
-    sigma = -geometry.safe_div(jnp.asarray(size, nu.dtype), jnp.sqrt(nu + eps))
+    den = nu + eps  # σ = −size / sqrt(v + ε), 0 where v + ε = 0
+    sigma = jnp.where(den > 0, -jnp.asarray(size, nu.dtype) * jax.lax.rsqrt(den), 0)
     u, mu = _geodesic_step(
         step.layout, x, g, mu, b1, (a, b, *_geodesic_coefficients(inv_r, mm, sigma)))
     return u, mu, nu
@@ -329,7 +334,8 @@ def adagradg(
     x, g = x.astype(dtype), g.astype(dtype)
     xx, gx, gg = geometry.dots([(x, x), (g, x), (g, g)], layout)
     r, gn = jnp.sqrt(xx), jnp.sqrt(gg)
-    k = geometry.safe_div(jnp.asarray(step.learning_rate, r.dtype), jnp.sqrt(nu))
+    # k = η / sqrt(v), 0 where v = 0.
+    k = jnp.where(nu > 0, jnp.asarray(step.learning_rate, r.dtype) * jax.lax.rsqrt(nu), 0)
     # x̂ = x − k g; ||x̂|| by the law of cosines, overflow-safe.
     x_hat_norm = geometry.sum_norm(r, k * gn, -geometry.cosine(gx, r, gn))
     # ||g||² past the dtype's range: no step this time (v becomes inf: no later
