@@ -73,50 +73,60 @@ def _with_l2(step, x, g, l2):
 def _moment_coefficients(layout, x, g, m, decay, gain, clip_norm):
   """The moment ``m' = decay·m + gain·h`` as ``decay·m + a g + b x``, per group.
 
-  ``h = κ(g − <y, g> y)``, ``y = x/||x||``, ``κ = min(1, clip_norm/||g − <y, g> y||)``
-  (1 without ``clip_norm``), so ``a = gain·κ`` and ``b = −gain·κ <g, x>/||x||²``.
-  Returns ``(a, b, ||x||, ||h||², ||m'||²)``, all from one pass of dot products over
-  ``x``, ``g``, ``m``: ``||h|| = κ ||g|| sin∠(g, x)`` and
+  ``h = κ(g − <g, y> y)``, ``y = x/||x||``, ``κ = min(1, clip_norm/||g − <g, y> y||)``
+  (1 without ``clip_norm``), so ``a = gain·κ`` and ``b = −gain·κ <g, y>/||x||``.
+  Returns ``(a, b, 1/||x||, ||h||², ||m'||²)`` (``1/||x|| = 0`` for a zero group), all
+  from one pass of dot products over ``x``, ``g``, ``m``:
+  ``||h||² = κ²(||g||² − <g, y>²)`` (Pythagoras; ``<g, y>² ≤ ||g||²``, so it is
+  finite wherever ``||g||²`` is) and
   ``||m'||² = decay²||m||² + 2 decay gain <m, h> + gain²||h||²`` with
   ``<m, h> = κ<m, g>`` (``m``, the moment transported by the previous step, is
   tangent at ``y``).
   """
   xx, gx, gg, mg, mm = geometry.dots([(x, x), (g, x), (g, g), (m, g), (m, m)], layout)
-  r, gn = jnp.sqrt(xx), jnp.sqrt(gg)
-  hn = gn * jnp.sqrt(1 - geometry.cosine(gx, r, gn) ** 2)  # ||g − <y, g> y||
-  kappa = jnp.ones_like(hn)
+  inv_r = geometry.safe_div(jnp.ones((), xx.dtype), jnp.sqrt(xx))
+  gy = gx * inv_r  # <g, y>
+  hh = jnp.maximum(gg - gy * gy, 0)  # ||g − <g, y> y||²
+  kappa = jnp.ones_like(hh)
   if clip_norm is not None:
-    kappa = jnp.minimum(1.0, geometry.safe_div(jnp.asarray(clip_norm, hn.dtype), hn) + (hn == 0))
+    clip = jnp.asarray(clip_norm, hh.dtype)
+    kappa = jnp.minimum(1.0, geometry.safe_div(clip, jnp.sqrt(hh)) + (hh == 0))
   a = gain * kappa
-  b = -a * geometry.safe_div(gx, xx)
-  hh = (kappa * hn) ** 2
+  b = -a * gy * inv_r
+  hh = kappa * kappa * hh
   mm_new = jnp.maximum(decay**2 * mm + 2 * decay * gain * kappa * mg + gain**2 * hh, 0)
-  return a, b, r, hh, mm_new
+  return a, b, inv_r, hh, mm_new
 
 
-def _geodesic_coefficients(r, mm, sigma):
+def _geodesic_coefficients(inv_r, mm, sigma):
   """The exponential map and Cho & Lee's parallel transport as ``x' = c_x x + c_m m``
   and ``Γ(m) = t_m m + t_x x``, per group.
 
-  With ``y = x/r``, ``Δ = σ m`` (``m`` tangent at ``y``, ``||m||² = mm``) and
+  With ``r = ||x||`` (``inv_r = 1/r``, 0 for a zero group, whose ``y`` is 0),
+  ``y = x/r``, ``Δ = σ m`` (``m`` tangent at ``y``, ``||m||² = mm``) and
   ``θ = ||Δ|| = |σ| ||m||``: ``x' = exp_y(Δ) = cos θ y + sinc θ Δ``
   (:func:`spherax.geometry.exp_map`) and the transport of ``m`` along ``Δ``
   (Cho & Lee 2017, Algorithms 1–2, :func:`spherax.geometry.transport_along`)
   ``Γ(m) = m − <Δ, m>(sinc θ y + ½ sinc²(θ/2) Δ)`` with ``<Δ, m> = σ ||m||²``, so
-  ``c_x = cos θ / r``, ``c_m = σ sinc θ = σ sin θ / θ``, ``t_m = 1 − ½ θ² sinc²(θ/2)``
-  (``= cos θ``) and ``t_x = −<Δ, m> sinc θ / r = −||m||² c_m / r``. A zero group
-  (``r = 0``) has ``y = 0``. No move (``x' = y``, ``m`` kept) where ``σ = 0`` (e.g. an overflowed
-  second moment) or ``θ² = σ² ||m||²`` is past the dtype's range.
+  ``t_m = 1 − ½ θ² sinc²(θ/2)`` (``= cos θ``), ``c_x = t_m / r``,
+  ``c_m = σ sin θ / θ`` (0 at ``θ = 0``, where ``Δ = 0``) and
+  ``t_x = −||m||² c_m / r``, bounded for every ``θ``; each is one per-group value
+  (a quotient, or a product of ``1/r``, ``θ`` and ``sinc(θ/2)``), so the
+  element-wise pass only multiplies and adds. No move (``x' = y``, ``m`` kept)
+  where ``σ = 0`` (e.g. an overflowed second moment) or ``θ² = σ² ||m||²`` is past
+  the dtype's range.
   """
   sigma = jnp.asarray(sigma, mm.dtype)
   theta_sq = sigma * sigma * mm  # ||Δ||²
   still = (sigma == 0) | ~jnp.isfinite(theta_sq)
   sigma, mm = jnp.where(still, 0, sigma), jnp.where(still, 0, mm)
   theta = jnp.sqrt(jnp.where(still, 0, theta_sq))
-  c_x = geometry.safe_div(jnp.cos(theta), r)
-  c_m = geometry.safe_div(sigma * jnp.sin(theta), theta)  # 0 at θ = 0, where Δ = 0
-  half = geometry.sinc(theta / 2)
-  return c_x, c_m, 1 - (theta * half) ** 2 / 2, -geometry.safe_div(mm * c_m, r)
+  half = theta * geometry.sinc(theta / 2)  # 2 sin(θ/2)
+  t_m = 1 - half * half / 2
+  sin = sigma * jnp.sin(theta)
+  c_m = geometry.safe_div(sin, theta)
+  t_x = -geometry.safe_div(mm * sin * inv_r, theta)
+  return t_m * inv_r, c_m, t_m, t_x
 
 
 def _geodesic_step(layout, x, g, m, decay, coefficients):
@@ -197,12 +207,13 @@ def adamg(
       g = _with_l2(step, x, g, l2_regularization)
       u, state = adam.update(g, optax.ScaleByAdamState(step.count - 1, mu, nu))
       return -step.learning_rate * u, state.mu, state.nu
-    a, b, r, hh, mm = _moment_coefficients(step.layout, x, g, mu, b1, 1 - b1, clip_norm)
+    a, b, inv_r, hh, mm = _moment_coefficients(step.layout, x, g, mu, b1, 1 - b1, clip_norm)
     nu = b2 * nu + (1 - b2) * hh
     size = step.learning_rate * jnp.sqrt(1 - b2**step.count) / (1 - b1**step.count)
-    sigma = -geometry.safe_div(jnp.asarray(size, nu.dtype), jnp.sqrt(nu + eps))
+    den = nu + eps  # σ = −size / sqrt(v + ε), 0 where v + ε = 0
+    sigma = jnp.where(den > 0, -jnp.asarray(size, nu.dtype) * jax.lax.rsqrt(den), 0)
     u, mu = _geodesic_step(
-        step.layout, x, g, mu, b1, (a, b, *_geodesic_coefficients(r, mm, sigma)))
+        step.layout, x, g, mu, b1, (a, b, *_geodesic_coefficients(inv_r, mm, sigma)))
     return u, mu, nu
 
   return leafwise(
@@ -252,10 +263,10 @@ def sgdg(
     if step.layout is None:  # optax.sgd with momentum, coupled L2
       buf, _ = trace.update(_with_l2(step, x, g, l2_regularization), optax.TraceState(mu))
       return -step.learning_rate * buf, buf, None
-    a, b, r, _, mm = _moment_coefficients(
+    a, b, inv_r, _, mm = _moment_coefficients(
         step.layout, x, g, mu, momentum, -step.learning_rate, None)
     u, mom = _geodesic_step(
-        step.layout, x, g, mu, momentum, (a, b, *_geodesic_coefficients(r, mm, 1.0)))
+        step.layout, x, g, mu, momentum, (a, b, *_geodesic_coefficients(inv_r, mm, 1.0)))
     return u, mom, None
 
   return leafwise(
@@ -323,7 +334,8 @@ def adagradg(
     x, g = x.astype(dtype), g.astype(dtype)
     xx, gx, gg = geometry.dots([(x, x), (g, x), (g, g)], layout)
     r, gn = jnp.sqrt(xx), jnp.sqrt(gg)
-    k = geometry.safe_div(jnp.asarray(step.learning_rate, r.dtype), jnp.sqrt(nu))
+    # k = η / sqrt(v), 0 where v = 0.
+    k = jnp.where(nu > 0, jnp.asarray(step.learning_rate, r.dtype) * jax.lax.rsqrt(nu), 0)
     # x̂ = x − k g; ||x̂|| by the law of cosines, overflow-safe.
     x_hat_norm = geometry.sum_norm(r, k * gn, -geometry.cosine(gx, r, gn))
     # ||g||² past the dtype's range: no step this time (v becomes inf: no later

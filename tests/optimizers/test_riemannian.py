@@ -390,3 +390,29 @@ def test_sgdg_steps_are_geometry_exp_map_and_transport_along():
       ref_x = new_x
       np.testing.assert_allclose(x, ref_x, atol=1e-12)
       np.testing.assert_allclose(state.mu["w"], ref_m, atol=1e-12)
+
+
+def test_sgdg_no_move_where_the_rotation_angle_overflows():
+  """Where ``θ² = ||m'||²`` is past float32's range the group does not move and keeps its
+  moment (``x' = y``, moment ``m' = μ m − η h``, finite), while the other group steps
+  normally (module docstring, ``_geodesic_coefficients``)."""
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(4, 2))
+  g = rng.normal(size=(4, 2))
+  Y, H = _tangent(x, g, None)
+  m = np.zeros((4, 2))
+  m[:, 0] = 1e20 * (Y[:, 1] - _dots(Y[:, :1], Y[:, 1:2]) * Y[:, 0])  # tangent at y_0, ||m||² = inf
+  m[:, 1] = 0.1 * (Y[:, 0] - _dots(Y[:, 1:2], Y[:, :1]) * Y[:, 1])
+  opt = spherax.sgdg(0.1, 0.9)
+  params = {"w": jnp.asarray(x, jnp.float32)}
+  state = opt.init(params)._replace(mu={"w": jnp.asarray(m, jnp.float32)})
+  updates, state = opt.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+  new_x = np.asarray(optax.apply_updates(params, updates)["w"])
+  new_m = np.asarray(state.mu["w"])
+  assert np.all(np.isfinite(new_x)) and np.all(np.isfinite(new_m))
+  np.testing.assert_allclose(new_x[:, 0], Y[:, 0], atol=1e-6)  # no move
+  np.testing.assert_allclose(new_m[:, 0], 0.9 * m[:, 0] - 0.1 * H[:, 0], rtol=1e-6)
+  mom = 0.9 * m[:, 1] - 0.1 * H[:, 1]
+  want_x, want_m = _sphere_move(Y[:, 1:2], mom[:, None], mom[:, None])
+  np.testing.assert_allclose(new_x[:, 1], want_x[:, 0], atol=1e-5)
+  np.testing.assert_allclose(new_m[:, 1], want_m[:, 0], atol=1e-5)
