@@ -113,6 +113,16 @@ NO_MSA = {"xla_msa_enable": False}
 # passes (``passes``: a recording step, the costliest branch; ``skip``: the others).
 RECORD_EVERY = {"rv_adamw+track_dynamics(every=10)": ("rv_adamw", 10)}
 
+# Logging every k steps with the static ``record=`` of ``track_dynamics``: two
+# programs, the recording one on one step in k and the non-recording one on the
+# others. name -> (the non-recording program, the recording one, the bare
+# optimizer, k), each program an optimizer of ``experiments.benchmark``. Per step
+# on average they move ``off + (on − off)/k`` passes.
+RECORD_STATIC = {
+    "rv_adamw+track_dynamics(record=)": (
+        "rv_adamw+track_dynamics(record=False)", "rv_adamw+track_dynamics", "rv_adamw", 10),
+}
+
 # ---------------------------------------------------------------------------
 # Counting HBM bytes in optimized HLO text.
 
@@ -554,9 +564,11 @@ def print_tables(target_name: str, results: dict) -> None:
 
 
 def averages(results: dict) -> list[tuple[str, str, str, float, float, float, float]]:
-  """Per :data:`RECORD_EVERY` optimizer, case and mode with its bare optimizer
-  measured: ``(name, case, mode, recording passes, other steps' passes, the
-  per-step average, average / bare passes)``.
+  """Per :data:`RECORD_EVERY` and :data:`RECORD_STATIC` entry, case and mode
+  with its programs and bare optimizer measured: ``(name, case, mode, recording
+  passes, other steps' passes, the per-step average, average / bare passes)``.
+  A :data:`RECORD_STATIC` row is named ``"<name>, k = <k>"``; its recording
+  step is the ``on`` program's passes and its other steps the ``off`` one's.
 
   >>> row = lambda p, s: {"passes": p, "passes_skip": s}
   >>> run = {"conv": {"default": {"rv_adamw": row(10.0, 10.0),
@@ -565,14 +577,22 @@ def averages(results: dict) -> list[tuple[str, str, str, float, float, float, fl
   [('rv_adamw+track_dynamics(every=10)', 'conv', 'default', 16.0, 10.0, 10.6, 1.06)]
   """
   out = []
+
+  def row(name, case, mode, on, off, every, bare):
+    mean = off + (on - off) / every
+    out.append((name, case, mode, on, off, mean, mean / bare))
+
   for case, modes in results.items():
     for mode, costs in modes.items():
       for name, (bare, every) in RECORD_EVERY.items():
         if name in costs and bare in costs:
           c = costs[name]
           skip = c.get("passes_skip", c["passes"])  # absent from older --json files
-          mean = skip + (c["passes"] - skip) / every
-          out.append((name, case, mode, c["passes"], skip, mean, mean / costs[bare]["passes"]))
+          row(name, case, mode, c["passes"], skip, every, costs[bare]["passes"])
+      for name, (off, on, bare, every) in RECORD_STATIC.items():
+        if off in costs and on in costs and bare in costs:
+          row(f"{name}, k = {every}", case, mode, costs[on]["passes"], costs[off]["passes"],
+              every, costs[bare]["passes"])
   return out
 
 
@@ -586,6 +606,9 @@ def print_averages(results: dict) -> None:
   for name, case, mode, passes, skip, mean, ratio in rows:
     print(f"| {name} | {case} | {mode} | {_fmt(passes)} | {_fmt(skip)} | {_fmt(mean)} | "
           f"{ratio:.3f} |")
+  print("\n(every=k): one program, a `lax.cond` whose branches are the recording step and "
+        "the others; (record=): two programs, `record=True` on one step in k and "
+        "`record=False` on the others.")
 
 
 def compiler_version(target: Target) -> str:

@@ -26,8 +26,10 @@ or data parallel × FSDP.
   Balances Learning Across Neural Networks*, ICML 2024, arXiv:2305.17212,
   Sec. 2: the expected angular update ``η_r``) and of the filter norm ``||x_t||``
   before the step, both recorded by :func:`spherax.diagnostics.track_dynamics`
-  (``every=log_every``) inside the optimizer state and read with
-  :func:`spherax.diagnostics.summaries`. A train record is written after each
+  inside the optimizer state and read with
+  :func:`spherax.diagnostics.summaries`. Only the logged steps record (the train
+  step's static ``record``: two compiled programs, the other steps' one the bare
+  optimizer step). A train record is written after each
   recorded step: steps ``1, 1 + log_every, 1 + 2·log_every, …`` (1-based). Beside
   them the predicted equilibrium angular update and per-layer filter norm
   (:func:`experiments.optimizers.predicted_angular_update`,
@@ -169,8 +171,15 @@ def _cross_entropy(logits, labels, weights=None):
 
 
 def make_train_step(graphdef, tx, lr_schedule, layouts=None, *, mesh=None, shardings=None):
-  """A jitted ``step(state, batch) -> (state, metrics)``, ``metrics`` the
-  batch's ``loss``, ``accuracy`` and the step's ``lr``.
+  """A jitted ``step(state, batch, record=None) -> (state, metrics)``,
+  ``metrics`` the batch's ``loss``, ``accuracy`` and the step's ``lr``.
+
+  ``record`` (a Python bool, static: one compiled program per value; pass it
+  positionally, as ``jax.jit`` with ``in_shardings`` takes no keyword
+  arguments) is passed to ``tx.update`` as ``record=record`` unless it is
+  ``None``: with a :func:`spherax.diagnostics.track_dynamics` ``tx``,
+  ``record=False`` steps run the bare optimizer step and ``record=True`` ones
+  record its dynamics.
 
   ``state`` is ``{'params', 'rest', 'opt_state', 'step'}`` (``rest``: batch
   statistics and RNG state of the nnx model split by ``nnx.split(model,
@@ -190,12 +199,13 @@ def make_train_step(graphdef, tx, lr_schedule, layouts=None, *, mesh=None, shard
     _, _, new_rest = nnx.split(model, nnx.Param, ...)
     return loss, (acc, new_rest)
 
-  def step(state, batch):
+  def step(state, batch, record=None):
     params, count = state["params"], state["step"]
     (loss, (acc, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, state["rest"], batch
     )
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    extra = {} if record is None else {"record": record}
+    updates, opt_state = tx.update(grads, state["opt_state"], params, **extra)
     metrics = {
         "loss": loss,
         "accuracy": acc,
@@ -210,7 +220,7 @@ def make_train_step(graphdef, tx, lr_schedule, layouts=None, *, mesh=None, shard
     return new_state, metrics
 
   if mesh is None:
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, static_argnums=2)
   repl = NamedSharding(mesh, P())
   shardings = repl if shardings is None else shardings
   return jax.jit(
@@ -218,6 +228,7 @@ def make_train_step(graphdef, tx, lr_schedule, layouts=None, *, mesh=None, shard
       in_shardings=(shardings, sharding.batch_sharding(mesh)),
       out_shardings=(shardings, repl),
       donate_argnums=0,
+      static_argnums=2,
   )
 
 
@@ -619,7 +630,8 @@ class _Run:
     self.total_steps = self.steps_per_epoch * config.epochs
     _check_sizes(config, mesh)
     tx, self.schedule, self.hparams = build_optimizer(config, self.steps_per_epoch)
-    # the angular updates and norms logged are recorded on the logged steps only
+    # the angular updates and norms logged are recorded on the logged steps only: the
+    # loop passes the static record= (every= is the schedule of callers that do not)
     self.tx = spherax.diagnostics.track_dynamics(tx, CONV_GROUPS, every=config.log_every)
     min_size = config.get("fsdp_min_size", sharding.MIN_SIZE)
     self.graphdef, self.eval_step, state, shardings = _init_state(model, self.tx, mesh,
@@ -659,7 +671,9 @@ def _run_epochs(run: _Run, state, best, meta, log: _Log, bar, stop_after_steps):
   for epoch in range(meta["epoch"], config.epochs):
     skip = meta["batch"] if epoch == meta["epoch"] else 0
     for index, batch in enumerate(_train_batches(run.dataset, config, epoch, skip), start=skip):
-      state, metrics = run.train_step(state, _global_batch(batch, run.mesh))
+      # the logged steps' program records, the others' is the bare optimizer step
+      state, metrics = run.train_step(state, _global_batch(batch, run.mesh),
+                                      step % config.log_every == 0)
       step += 1
       bar.update(1)
       if (step - 1) % config.log_every == 0:  # the tracker recorded this step

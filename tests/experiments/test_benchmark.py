@@ -53,3 +53,19 @@ def test_every_floor_is_the_sum_its_derivation_gives():
     assert _derived_passes(name) == passes, name
   # The in-pass moment writes (issue 13): RV-AdamW 10 and RV-SGDM 7, AdamP 10.
   assert [benchmark.MIN_PASSES[n][0] for n in ("rv_adamw", "rv_sgdm", "adamp")] == [10, 7, 10]
+
+
+def test_the_record_false_entry_steps_like_rv_adamw_and_records_nothing():
+  import jax.numpy as jnp
+  import numpy as np
+
+  from spherax import diagnostics
+  params = {"w": jnp.arange(1.0, 13.0).reshape(3, 4)}
+  grads = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)}
+  off = benchmark.OPTIMIZERS["rv_adamw+track_dynamics(record=False)"][0]()
+  bare = benchmark.OPTIMIZERS["rv_adamw"][0]()
+  updates, state = off.update(grads, off.init(params), params)
+  want, _ = bare.update(grads, bare.init(params), params)
+  np.testing.assert_array_equal(updates["w"], want["w"])
+  assert isinstance(state, diagnostics.TrackDynamicsState) and int(state.count) == 1
+  assert set(diagnostics.summaries(state).values()) == {0.0}  # nothing recorded

@@ -160,6 +160,29 @@ def test_recording_every_k_steps_is_averaged_over_the_k_steps(capsys):
   assert f"| {every} | dense | default | 30.0 | 12.0 | 13.8 | 1.150 |" in capsys.readouterr().out
 
 
+def test_the_static_record_schedule_is_averaged_from_its_two_programs(capsys):
+  def row(passes):
+    return {"passes": passes, "passes_skip": passes, "kernels": 2, "fusions": 1,
+            "estimated_cycles": 0, "temp_bytes": 0, "state_bytes": 0, "conditionals": 0,
+            "param_bytes": 1000}
+  [(name, (off, on, bare, k))] = compiled_cost.RECORD_STATIC.items()
+  assert (off, on, bare, k) == ("rv_adamw+track_dynamics(record=False)",
+                                "rv_adamw+track_dynamics", "rv_adamw", 10)
+  assert {off, on, bare} <= set(benchmark.OPTIMIZERS)
+  # record=False on 9 steps of 10 (14.5 passes each), record=True on one (31.5):
+  # (9 · 14.5 + 31.5) / 10 = 16.2 passes per step, over the bare 14.0.
+  modes = {"default": {"adamw": row(7.0), "sgd": row(5.0), bare: row(14.0), on: row(31.5),
+                       off: row(14.5)}}
+  [(label, case, mode, passes, skip, mean, ratio)] = compiled_cost.averages({"conv": modes})
+  assert (label, case, mode, passes, skip) == (f"{name}, k = 10", "conv", "default", 31.5, 14.5)
+  assert mean == pytest.approx(16.2) and ratio == pytest.approx(16.2 / 14.0)
+  # the rows need all three programs
+  assert compiled_cost.averages({"conv": {"default": {bare: row(14.0), on: row(31.5)}}}) == []
+  compiled_cost.print_tables("h100", {"conv": modes})
+  assert f"| {name}, k = 10 | conv | default | 31.5 | 14.5 | 16.2 | 1.157 |" in (
+      capsys.readouterr().out)
+
+
 def test_every_compiled_optimizer_has_a_floor_and_the_references_come_first():
   names = list(compiled_cost.optimizers())
   assert names[:2] == ["adamw", "sgd"]

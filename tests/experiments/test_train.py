@@ -1,5 +1,6 @@
 """The train loop: exact resume, device-count invariance, in-loop metrics."""
 
+import collections
 import json
 import os
 
@@ -202,6 +203,71 @@ def test_eight_devices_match_one_device_and_metrics_match_numpy():
   assert angle > 1e-3
   np.testing.assert_allclose(logged[0], angle, rtol=1e-3)
   np.testing.assert_allclose(logged[1], norm, rtol=1e-5)
+
+
+def _primitives(jaxpr, counts=None):
+  """How many times each primitive occurs in ``jaxpr`` and its sub-jaxprs."""
+  counts = collections.Counter() if counts is None else counts
+  for eqn in jaxpr.eqns:
+    counts[eqn.primitive.name] += 1
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      _primitives(sub, counts)
+  return counts
+
+
+def test_a_non_recording_step_is_the_bare_optimizer_step():
+  # traced only (no compile): record=False holds the bare step's ops plus the
+  # tracker's count increment, none of its reductions; record=True adds them
+  model = TinyNet()
+  model.train()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  schedule = optax.constant_schedule(0.5)
+  batch = next(TinyData(n=8).train_batches(8, epoch=0))
+
+  def ops(tx, *record):
+    step = train_lib.make_train_step(graphdef, tx, schedule, mesh=train_lib.make_mesh(1))
+    state = {"params": params, "rest": rest, "opt_state": tx.init(params),
+             "step": jnp.zeros((), jnp.int32)}
+    return _primitives(step.trace(state, batch, *record).jaxpr.jaxpr)
+
+  inner = optax.sgd(schedule, momentum=0.9)
+  tracked = spherax.diagnostics.track_dynamics(inner, train_lib.CONV_GROUPS, every=5)
+  bare, off, on = ops(inner), ops(tracked, False), ops(tracked, True)
+  assert not bare - off
+  assert sum((off - bare).values()) <= 4  # optax.safe_increment of the count
+  assert not {"reduce_sum", "sqrt", "atan2", "cond"} & set(off - bare)
+  assert {"reduce_sum", "atan2"} <= set(on - off) and "cond" not in on
+
+
+def test_only_the_logged_steps_record_and_their_logs_match_numpy(tmp_path, monkeypatch):
+  # log_every=3 over 5 steps: steps 1 and 4 (1-based) record and are logged,
+  # the others run the non-recording program (the bare optimizer step)
+  records = []
+
+  def spy(*args, **kwargs):
+    step = make_train_step(*args, **kwargs)
+
+    def recorded(state, batch, record=None):
+      records.append(record)
+      return step(state, batch, record)
+    return recorded
+
+  make_train_step = train_lib.make_train_step
+  monkeypatch.setattr(train_lib, "make_train_step", spy)
+  train_lib.train(_config(tmp_path, epochs=1, log_every=3, snapshot_every=1), model=TinyNet(),
+                  dataset=TinyData())
+  assert records == [True, False, False, True, False]
+  logged = [r for r in _records(tmp_path) if r["kind"] == "train"]
+  assert [r["step"] for r in logged] == [1, 4]
+  for r in logged:  # the angle between the filters before and after the logged step
+    kernels = []
+    for s in (r["step"] - 1, r["step"]):
+      with np.load(tmp_path / "snapshots" / f"step_{s:07d}.npz") as f:
+        kernels.append(f["conv/kernel"])
+    angle, norm = _numpy_angles_and_norms(*kernels)
+    assert angle > 1e-3
+    np.testing.assert_allclose(r["angular_update"]["conv/kernel"], angle, rtol=1e-3)
+    np.testing.assert_allclose(r["weight_norm"]["conv/kernel"], norm, rtol=1e-5)
 
 
 def test_norm_rescale_divides_filters_by_fourth_root_of_the_drop(tmp_path):
