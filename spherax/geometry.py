@@ -90,7 +90,7 @@ __all__ = [
     "transport_parallel",
     "center",
     "shifted_dot",
-    "tangent_sqnorm",
+    "centered_dot",
     "sinc",
     "cosine",
     "sum_norm",
@@ -411,24 +411,6 @@ def shifted_dot(
   6.0
   """
   return ab - shift_b * sum_a - shift_a * sum_b + size * shift_a * shift_b
-
-
-def tangent_sqnorm(vv: jax.Array, vx: jax.Array, xx: jax.Array) -> jax.Array:
-  """``||v⊥||²`` per group from ``vv = ||v||²``, ``vx = <v, x>``, ``xx = ||x||²``.
-
-  ``v⊥ = v − <v, x> x / ||x||²`` (:func:`tangent`) has
-  ``||v⊥||² = ||v||² − <v, x>² / ||x||²`` (Pythagoras; ``x`` and ``v⊥`` are
-  orthogonal). A zero ``x`` gives ``||v||²`` (the tangent of a zero group is
-  ``v``); the result is clipped at 0 against rounding.
-
-  >>> import jax.numpy as jnp
-  >>> from spherax import groups
-  >>> v, x = jnp.array([[3.], [4.]]), jnp.array([[1.], [0.]])
-  >>> layout = groups.per_output().layout(v.shape)
-  >>> float(tangent_sqnorm(sqnorm(v, layout), dot(v, x, layout), sqnorm(x, layout))[0, 0])
-  16.0
-  """
-  return jnp.maximum(vv - vx * safe_div(vx, xx), 0)
 
 
 # Closed forms for post-step statistics (AdamG, SGDG, AdaGradG): what a step needs
