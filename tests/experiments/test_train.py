@@ -210,8 +210,11 @@ def _primitives(jaxpr, counts=None):
   counts = collections.Counter() if counts is None else counts
   for eqn in jaxpr.eqns:
     counts[eqn.primitive.name] += 1
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      _primitives(sub, counts)
+    for value in eqn.params.values():  # sub-jaxprs: cond branches, pjit, scan bodies
+      for item in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(item, "jaxpr", item)  # a ClosedJaxpr's jaxpr, or a Jaxpr
+        if hasattr(sub, "eqns"):
+          _primitives(sub, counts)
   return counts
 
 

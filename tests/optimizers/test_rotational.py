@@ -215,9 +215,14 @@ def test_rotation_scale_sets_each_groups_equilibrium_angle():
   k, lr, wd = 8, 1e-3, 0.1
   scale = np.where(np.arange(k) < k // 2, 3.0, 1.0)[None]
   opt = spherax.rv_adamw(lr, weight_decay=wd, rotation_scale={"w": jnp.asarray(scale)})
-  angles = _random_walk_angles(opt, 32, k, 400, seed=7)
-  np.testing.assert_allclose(angles[150:].mean(axis=0), scale[0] * adamw_rate(lr, wd),
+  angles = _random_walk_angles(opt, 32, k, 400, seed=7)[200:].mean(axis=0)
+  # Mean over the settled steps and the groups of one scale: each group's own mean
+  # is a noisy statistic (±5% at 400 steps), the per-scale mean and the ratio are not.
+  fast, slow = angles[: k // 2].mean(), angles[k // 2:].mean()
+  np.testing.assert_allclose([fast, slow], [3 * adamw_rate(lr, wd), adamw_rate(lr, wd)],
                              rtol=0.05)
+  np.testing.assert_allclose(fast / slow, 3.0, rtol=0.01)
+  np.testing.assert_allclose(angles, np.where(scale[0] > 1, fast, slow), rtol=0.05)
 
 
 def test_inject_hyperparams_and_masked_and_bf16():
