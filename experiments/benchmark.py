@@ -55,7 +55,6 @@ import optax
 import spherax
 
 
-
 def _with_record(tx: optax.GradientTransformation, record: bool):
   """``tx`` (a :func:`spherax.diagnostics.track_dynamics`) whose ``update``
   always passes the static ``record=record``."""

@@ -85,6 +85,18 @@ def check_learning_rate(who: str, value: Any, name: str = "learning_rate") -> No
   )
 
 
+def is_static_zero(value: Any) -> bool:
+  """Whether ``value`` is a Python or NumPy real number equal to 0 (not an array, not
+  a tracer): a static zero coefficient whose term an optimizer leaves out of the
+  trace. XLA does not fold ``0·x`` (it must keep ``0·inf = nan``), so the term would
+  cost a full-size multiply and add; for finite ``x`` the sums are the same.
+
+  >>> is_static_zero(0.0), is_static_zero(1e-4), is_static_zero(jnp.zeros(()))
+  (True, False, False)
+  """
+  return isinstance(value, numbers.Real) and value == 0
+
+
 def require_params(who: str, params: Any) -> None:
   """Raises ``ValueError`` when ``update`` was called without ``params``."""
   if params is None:

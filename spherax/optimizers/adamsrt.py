@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import optax
 
 from spherax import geometry
-from spherax._checks import check_beta, check_learning_rate, check_nonnegative
-from spherax.transforms.group_moment import GroupAdamState, _is_zero, group_adam_moments
+from spherax._checks import check_beta, check_learning_rate, check_nonnegative, is_static_zero
+from spherax.transforms.group_moment import GroupAdamState, group_adam_moments
 from spherax.transforms.leafwise import leafwise
 from spherax.transforms.transport import move_moments, moved_along_coefficients
 
@@ -222,7 +222,7 @@ def sgdmrt(
     dtype = geometry.compute_dtype(x, g, trace)
     x = x.astype(dtype)
     g = g.astype(dtype)
-    if step.decayed and not _is_zero(l2_regularization):
+    if step.decayed and not is_static_zero(l2_regularization):
       g = g + l2_regularization * x
     buf = momentum * trace.astype(dtype) + g
     if layout is None or layout.group_size < 2:

@@ -210,8 +210,7 @@ def adamg(
     a, b, inv_r, hh, mm = _moment_coefficients(step.layout, x, g, mu, b1, 1 - b1, clip_norm)
     nu = b2 * nu + (1 - b2) * hh
     size = step.learning_rate * jnp.sqrt(1 - b2**step.count) / (1 - b1**step.count)
-    den = nu + eps  # σ = −size / sqrt(v + ε), 0 where v + ε = 0
-    sigma = jnp.where(den > 0, -jnp.asarray(size, nu.dtype) * jax.lax.rsqrt(den), 0)
+    sigma = -geometry.safe_div_sqrt(jnp.asarray(size, nu.dtype), nu + eps)  # −size/sqrt(v + ε)
     u, mu = _geodesic_step(
         step.layout, x, g, mu, b1, (a, b, *_geodesic_coefficients(inv_r, mm, sigma)))
     return u, mu, nu
@@ -334,8 +333,7 @@ def adagradg(
     x, g = x.astype(dtype), g.astype(dtype)
     xx, gx, gg = geometry.dots([(x, x), (g, x), (g, g)], layout)
     r, gn = jnp.sqrt(xx), jnp.sqrt(gg)
-    # k = η / sqrt(v), 0 where v = 0.
-    k = jnp.where(nu > 0, jnp.asarray(step.learning_rate, r.dtype) * jax.lax.rsqrt(nu), 0)
+    k = geometry.safe_div_sqrt(jnp.asarray(step.learning_rate, r.dtype), nu)  # η/sqrt(v)
     # x̂ = x − k g; ||x̂|| by the law of cosines, overflow-safe.
     x_hat_norm = geometry.sum_norm(r, k * gn, -geometry.cosine(gx, r, gn))
     # ||g||² past the dtype's range: no step this time (v becomes inf: no later

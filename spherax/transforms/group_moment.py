@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from spherax._checks import check_beta, check_nonnegative
+from spherax._checks import check_beta, check_nonnegative, is_static_zero
 from spherax import geometry, groups as groups_lib
 
 __all__ = ["GroupAdamState", "group_adam_moments", "scale_by_group_adam"]
@@ -26,13 +26,6 @@ class GroupAdamState(NamedTuple):
   count: jax.Array
   mu: Any
   nu: Any
-
-
-def _is_zero(value) -> bool:
-  """Whether ``value`` is a Python (or NumPy) number equal to 0: a static zero
-  coefficient whose term is left out of the trace (``0·x`` is not folded by XLA,
-  which must keep ``0·inf = nan``), as the same sum without it for finite ``x``."""
-  return isinstance(value, (int, float)) and value == 0
 
 
 def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count, *, l2=0.0, x=None):
@@ -56,7 +49,7 @@ def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count, *, l2=0.0, x=None)
   [1.0]
   """
   mu = b1 * mu.astype(g.dtype) + (1 - b1) * g
-  if x is not None and not _is_zero(l2):
+  if x is not None and not is_static_zero(l2):
     mu = mu + ((1 - b1) * l2) * x
     g = g + l2 * x
   bc1, bc2 = 1 - b1**count, 1 - b2**count
