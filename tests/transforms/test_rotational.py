@@ -1,5 +1,7 @@
 """The rotational wrapper transform: other group specs, identity direction, optax plumbing."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,3 +182,17 @@ def test_one_count_whatever_the_inner_transforms_count():
   inner = sorted(int(c) for c in jax.tree.leaves(
       [v for _, v in optax.tree.get_all_with_path(state, "inner_count")]))
   assert inner == [1, 3, 3]  # apply_every: 3 mod 2; inject_hyperparams and its adam: 3
+
+
+def test_leaves_of_one_shape_share_one_traced_rule():
+  """The per-leaf rule is traced and lowered once per (shape, layout), whatever the
+  leaf's path: 5 leaves of one shape and 3 of another lower to two copies of each
+  function, called once per leaf."""
+  params = {f"a{i}": jnp.ones((3, 4)) for i in range(5)}
+  params |= {f"b{i}": jnp.ones((2, 5)) for i in range(3)}
+  opt = spherax.rv_adamw(1e-3, weight_decay=0.1)
+  text = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
+  for name in ("_start", "_rotate"):
+    defined = re.findall(rf"func\.func private @({name}(?:_\d+)?)\(", text)
+    assert len(defined) == 2, defined
+    assert sum(text.count(f"call @{d}(") for d in defined) == 8
