@@ -236,6 +236,12 @@ class GroupLayout:
   def is_split(self) -> bool:
     return self.view_shape != self.shape
 
+  def unnamed(self) -> GroupLayout:
+    """This layout with ``path=""``: equal, and hashing equal, for every leaf of one
+    shape and spec, so that a rule jitted with the layout as a static argument is
+    traced once per shape rather than once per leaf."""
+    return dataclasses.replace(self, path="")
+
 
 def _dtype(leaf: Any) -> np.dtype:
   dtype = getattr(leaf, "dtype", None)

@@ -17,7 +17,12 @@ everything else, the same way for every optimizer:
   outputs back into pytrees, casting ``u`` to the gradient's dtype and each
   state entry back to its dtype at ``init`` (stable dtypes across steps);
 * ``optax.MaskedNode`` subtrees (``optax.masked``) and extra arguments
-  (``GradientTransformationExtraArgs``), which it skips.
+  (``GradientTransformationExtraArgs``), which it skips;
+* under a trace (``jax.jit``, ``vmap``, ``grad``), tracing each distinct leaf
+  once: the rule is applied through a ``jax.jit`` keyed on the leaf's shape,
+  dtype, layout and mask bit, so ``N`` leaves of ``k`` distinct kinds are traced
+  and lowered ``k`` times, not ``N`` (XLA inlines the calls: the compiled step
+  is the same program). Called eagerly, the rule runs op by op, as written.
 
 The rule returns a state entry of ``None`` for a field it does not keep on that
 leaf (stored as ``optax.MaskedNode()``, an empty subtree: no bytes, nothing to
@@ -56,20 +61,20 @@ class LeafStep(NamedTuple):
   """What a rule knows about the step, besides the leaf's arrays.
 
   Attributes:
-    layout: the leaf's group layout, ``None`` for an ungrouped leaf.
+    layout: the leaf's group layout, ``None`` for an ungrouped leaf (its
+      ``path`` is ``""``: leaves of one shape share one traced rule; errors
+      naming a parameter are raised at ``init``).
     learning_rate: ``η`` of this step (a schedule evaluated at the old count),
       or ``None`` when the transformation has no learning rate.
     count: the new step count ``t`` (int32, 1 at the first update), for bias
       corrections.
     decayed: whether the decay ``mask`` selects this leaf (a Python bool).
-    path: the leaf's path in the params pytree, for error messages.
   """
 
   layout: groups_lib.GroupLayout | None
   learning_rate: Any
   count: jax.Array
   decayed: bool
-  path: str
 
 
 def _stored(entry: Any) -> Any:
@@ -133,6 +138,15 @@ def leafwise(
     ]
     return state_type(jnp.zeros([], jnp.int32), *fields)
 
+  def apply_rule(x, g, old, count, scheduled_lr, *, layout, decayed):
+    """``update_leaf`` on one leaf, its outputs cast back; ``scheduled_lr`` is the
+    schedule's value (``None``: the constant ``learning_rate``, closed over)."""
+    lr = learning_rate if scheduled_lr is None else scheduled_lr
+    u, *new = update_leaf(LeafStep(layout, lr, count, decayed), x, g, *old)
+    return u.astype(g.dtype), [_cast_like(n, o) for n, o in zip(new, old)]
+
+  apply_traced = jax.jit(apply_rule, static_argnames=("layout", "decayed"))
+
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     require_params(who, params)
@@ -141,17 +155,18 @@ def leafwise(
     fields = [
         [_given(e) for e in treedef.flatten_up_to(field)] for field in state[1:]
     ]
-    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    scheduled_lr = learning_rate(state.count) if callable(learning_rate) else None
     count = optax.safe_increment(state.count)
     decayed = groups_lib.mask_leaves(mask, params, who=who)
-    paths = groups_lib.leaf_paths(params)
+    traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((updates, state, params)))
+    apply = apply_traced if traced else apply_rule
     out_u, out_fields = [], [[] for _ in range(num_fields)]
     for i, (layout, x, g) in enumerate(zip(layouts_of(params), leaves, grads)):
-      old = [field[i] for field in fields]
-      u, *new = update_leaf(LeafStep(layout, lr, count, decayed[i], paths[i]), x, g, *old)
-      out_u.append(u.astype(g.dtype))
-      for column, new_entry, old_entry in zip(out_fields, new, old):
-        column.append(_cast_like(new_entry, old_entry))
+      u, new = apply(x, g, [field[i] for field in fields], count, scheduled_lr,
+                     layout=None if layout is None else layout.unnamed(), decayed=decayed[i])
+      out_u.append(u)
+      for column, entry in zip(out_fields, new):
+        column.append(entry)
     new_state = state_type(count, *(jax.tree.unflatten(treedef, c) for c in out_fields))
     return jax.tree.unflatten(treedef, out_u), new_state
 

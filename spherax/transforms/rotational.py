@@ -72,7 +72,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import numbers
 from collections.abc import Callable
@@ -141,12 +140,6 @@ def _rebuilt(template: Any, stored: Any) -> Any:
 
   parts = zip(jax.tree.leaves(template, is_leaf=_has_count), outer.flatten_up_to(stored))
   return jax.tree.unflatten(outer, [node(t, s) for t, s in parts])
-
-
-def _static(layout: groups_lib.GroupLayout) -> groups_lib.GroupLayout:
-  """The layout without its leaf path: the jit cache key of :func:`_start` and
-  :func:`_rotate`, so that leaves of one shape share one trace."""
-  return dataclasses.replace(layout, path="")
 
 
 @functools.partial(jax.jit, static_argnames=("layout", "center"))
@@ -318,7 +311,7 @@ def rotational_wrapper(
     def start(layout, x, n):
       if layout is None:
         return None
-      return _start(x, n, first, layout=_static(layout), center=center)
+      return _start(x, n, first, layout=layout.unnamed(), center=center)
 
     def centred_start(layout, x, st):
       """``x_s = n x_c / ||x_c||``: what the inner direction sees as params."""
@@ -349,7 +342,7 @@ def rotational_wrapper(
         return jnp.zeros_like(x), s
       target = eta_r if scale is None else eta_r * scale
       return _rotate(x, dg, *st[:4], s, target, debias, rms_decay, 1 - rms_decay, eps,
-                     layout=_static(layout), center=center)
+                     layout=layout.unnamed(), center=center)
 
     pairs = [
         leaf(*args) for args in zip(
