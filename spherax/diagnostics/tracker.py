@@ -54,6 +54,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -113,10 +114,12 @@ def _per_group_metrics(dots: jax.Array) -> jax.Array:
   ])
 
 
-def _leaf_summary(dots: jax.Array) -> jax.Array:
-  """A leaf's ``(4, 3)`` float32 summary (mean, min, max over its groups) from
-  its :func:`_leaf_dots`."""
-  metrics = _per_group_metrics(dots)
+@functools.partial(jax.jit, static_argnames="layout")
+def _leaf_summary(x, delta, g, *, layout) -> jax.Array:
+  """A leaf's ``(4, 3)`` float32 summary (mean, min, max over its groups) of its
+  :func:`_per_group_metrics`; jitted on the layout (``layout.unnamed()``), so that
+  leaves of one shape share one trace."""
+  metrics = _per_group_metrics(_leaf_dots(layout, x, delta, g))
   summary = jnp.stack([metrics.mean(1), metrics.min(1), metrics.max(1)], axis=1)
   return summary.astype(jnp.float32)
 
@@ -204,7 +207,7 @@ def track_dynamics(
         delta, _ = inner.update(grads, inner_state, params, **extra_args)
 
       def summary(layout, x, d, g):
-        return _leaf_summary(_leaf_dots(layout, x, d, g)) if tracked(layout, x) else None
+        return _leaf_summary(x, d, g, layout=layout.unnamed()) if tracked(layout, x) else None
 
       return groups_lib.tree_map_groups(summary, layouts, params, delta, grads)
 

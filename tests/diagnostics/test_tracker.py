@@ -1,5 +1,7 @@
 """spherax.diagnostics.track_dynamics against the measures functions."""
 
+import re
+
 import jax
 import jax.extend.core as jex_core
 import jax.numpy as jnp
@@ -164,17 +166,26 @@ def test_record_true_false_overrides_every_and_record_false_holds_no_tracker_cod
     assert int(state.count) == t + 1
     params = optax.apply_updates(params, updates)
   args = (_grads(params, 0), state, params)
-  ops = lambda **kw: [e.primitive.name for e in jax.make_jaxpr(
-      lambda *a: tx.update(*a, **kw))(*args).jaxpr.eqns]
-  bare = [e.primitive.name for e in jax.make_jaxpr(inner.update)(*args[:1], ref_state, params).jaxpr.eqns]
+  ops = lambda **kw: _primitives(jax.make_jaxpr(lambda *a: tx.update(*a, **kw))(*args).jaxpr)
+  bare = _primitives(jax.make_jaxpr(inner.update)(*args[:1], ref_state, params).jaxpr)
   assert "cond" in ops() and "cond" not in ops(record=True) + ops(record=False)
   assert "reduce_sum" in ops(record=True)
   off = ops(record=False)
   assert sorted(off) == sorted(bare + _increment_ops()), (sorted(off), sorted(bare))
 
 
+def _primitives(jaxpr):
+  """The primitive names of ``jaxpr``'s equations, those of nested jits' included
+  (in place of the jit's own)."""
+  out = []
+  for eqn in jaxpr.eqns:
+    inner = eqn.params.get("jaxpr")
+    out += _primitives(inner.jaxpr) if hasattr(inner, "jaxpr") else [eqn.primitive.name]
+  return out
+
+
 def _increment_ops():
-  return [e.primitive.name for e in jax.make_jaxpr(optax.safe_increment)(jnp.int32(0)).jaxpr.eqns]
+  return _primitives(jax.make_jaxpr(optax.safe_increment)(jnp.int32(0)).jaxpr)
 
 
 def test_record_passes_through_chains_and_must_be_a_bool():
@@ -270,3 +281,16 @@ def test_empty_leaves_pass_through_untracked(every):
   jax.tree.map(np.testing.assert_array_equal, updates, ref)
   want = _expected(_params(), {k: grads[k] for k in SPECS}, {k: updates[k] for k in SPECS})
   _check(diagnostics.summaries(state), want, rtol=1e-5)
+
+
+def test_leaves_of_one_shape_share_one_traced_summary():
+  """The per-leaf summary is traced and lowered once per (shape, layout), whatever
+  the leaf's path: 4 + 2 kernels of two shapes give two functions, one call per
+  tracked leaf (the vector is not tracked)."""
+  params = {f"a{i}": jnp.ones((3, 4)) for i in range(4)}
+  params |= {f"b{i}": jnp.ones((2, 5)) for i in range(2)} | {"v": jnp.ones(3)}
+  tx = diagnostics.track_dynamics(optax.sgd(0.1))
+  text = jax.jit(tx.update).lower(params, tx.init(params), params).as_text()
+  defined = re.findall(r"func\.func private @(_leaf_summary(?:_\d+)?)\(", text)
+  assert len(defined) == 2, defined
+  assert sum(text.count(f"call @{d}(") for d in defined) == 6
