@@ -62,6 +62,7 @@ Uses only the public API of spherax.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import glob
 import importlib.metadata
@@ -430,7 +431,11 @@ def lower_step(opt, shapes, device) -> tuple[jax.stages.Lowered, int, int]:
     updates, s = opt.update(g, s, p)
     return optax.apply_updates(p, updates), s
 
-  lowered = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params)
+  # Pallas' GPU lowering reads the target device from the abstract mesh.
+  context = (jax.sharding.use_abstract_mesh(sharding.mesh.abstract_mesh)
+             if device.platform == "gpu" else contextlib.nullcontext())
+  with context:
+    lowered = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params)
   return lowered, benchmark.nbytes(params), benchmark.nbytes(state)
 
 

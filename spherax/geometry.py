@@ -59,11 +59,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
+from spherax import _column_dots
 from spherax.groups import GroupLayout
 
 __all__ = [
@@ -77,6 +79,7 @@ __all__ = [
     "abs_sq",
     "dot",
     "dots",
+    "sums_and_dots",
     "sqnorm",
     "norm",
     "mean",
@@ -192,8 +195,48 @@ def _pow2_scale(x: jax.Array, layout: GroupLayout) -> tuple[jax.Array, jax.Array
   return jnp.ldexp(one, -e), jnp.ldexp(one, e)
 
 
+def _plain_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
+  """One reduction per pair (``(a, None)``: ``Σ_group a``), in ``dtype``."""
+  cast = lambda a: None if a is None else view(a.astype(dtype), layout)
+  pairs = [(cast(a), cast(b)) for a, b in pairs]
+  return tuple(_reduce(a if b is None else re_conj_mul(a, b), layout) for a, b in pairs)
+
+
+def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
+  """:func:`_plain_dots`, or on CUDA devices one kernel for every pair
+  (:mod:`spherax._column_dots`) where the groups are the columns of a real
+  leaf's ``(K, C)`` view and the kernel has a tiling for it."""
+  arrays, index = [], {None: None}
+  for a in (a for pair in pairs for a in pair if a is not None):
+    index.setdefault(id(a), len(arrays))
+    if len(arrays) == index[id(a)]:
+      arrays.append(a)
+  ij = [(index[id(a)], index[None if b is None else id(b)]) for a, b in pairs]
+  shape = layout.shape
+  columns = (shape[-1],) if shape else ()
+  matrix = (math.prod(shape[:-1]), shape[-1]) if shape else ()
+  if (layout.is_split or layout.stat_shape[-1:] != columns or math.prod(columns) != layout.num_groups
+      or jnp.issubdtype(dtype, jnp.complexfloating) or any(a.shape != shape for a in arrays)
+      or _column_dots.tiling(matrix, len(ij)) is None):
+    return _plain_dots(pairs, layout, dtype)
+
+  def on_gpu(*arrays):
+    sums = _column_dots.column_dots([a.reshape(matrix) for a in arrays], ij, dtype)
+    return tuple(sums[p].reshape(layout.stat_shape) for p in range(len(ij)))
+
+  def elsewhere(*arrays):
+    return _plain_dots([(arrays[i], None if j is None else arrays[j]) for i, j in ij],
+                       layout, dtype)
+
+  return tuple(jax.lax.platform_dependent(*arrays, cuda=on_gpu, default=elsewhere))
+
+
 def dots(
-    pairs: Sequence[tuple[jax.Array, jax.Array]], layout: GroupLayout, *, safe: bool = False
+    pairs: Sequence[tuple[jax.Array, jax.Array]],
+    layout: GroupLayout,
+    *,
+    safe: bool = False,
+    one_pass: bool = False,
 ) -> tuple[jax.Array, ...]:
   """``<a, b> = Re Σ_group conj(a)·b`` for each ``(a, b)`` of one leaf's layout.
 
@@ -201,10 +244,19 @@ def dots(
   finite is the leaf recomputed with every group scaled by a power of two (one
   ``lax.cond`` for all the pairs, see the module docstring); groups whose plain
   value was finite keep it bit for bit.
+
+  ``one_pass`` is for operands that are arrays in memory (a rule's inputs, not
+  values XLA would compute inside the reduction): on a CUDA device, for groups
+  that are the columns of the leaf's ``(K, C)`` view (per-output groups), every
+  pair is then summed by one kernel that reads each distinct operand once
+  (:mod:`spherax._column_dots`; XLA's GPU compiler fuses at most two column
+  reductions into one kernel and re-reads the operands for the others). The
+  values agree with the plain sums to rounding; on other backends and layouts
+  they are the plain sums.
   """
   dtype = compute_dtype(*(a for pair in pairs for a in pair))
+  plain = (_one_pass_dots if one_pass else _plain_dots)(pairs, layout, dtype)
   pairs = [(view(a.astype(dtype), layout), view(b.astype(dtype), layout)) for a, b in pairs]
-  plain = tuple(_reduce(re_conj_mul(a, b), layout) for a, b in pairs)
   if not safe:
     return plain
 
@@ -223,6 +275,29 @@ def dots(
 
   finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in plain]))
   return jax.lax.cond(finite, lambda: plain, rescaled)
+
+
+def sums_and_dots(
+    sums: Sequence[jax.Array],
+    pairs: Sequence[tuple[jax.Array, jax.Array]],
+    layout: GroupLayout,
+    *,
+    one_pass: bool = False,
+) -> tuple[jax.Array, ...]:
+  """``Σ_group a`` for each ``a`` of ``sums``, then :func:`dots` of ``pairs``, in the
+  compute dtype of all the operands (the sums complex for complex operands, the
+  dot products real): with ``one_pass``, one kernel for all of them on a CUDA
+  device, as :func:`dots`.
+
+  >>> import jax.numpy as jnp
+  >>> from spherax import groups
+  >>> x = jnp.array([[3., 0.], [4., 2.]])
+  >>> [v.tolist() for v in sums_and_dots([x], [(x, x)], groups.per_output().layout(x.shape))]
+  [[[7.0, 2.0]], [[25.0, 4.0]]]
+  """
+  dtype = compute_dtype(*sums, *(a for pair in pairs for a in pair))
+  pairs = [(a, None) for a in sums] + list(pairs)
+  return (_one_pass_dots if one_pass else _plain_dots)(pairs, layout, dtype)
 
 
 def dot(a: jax.Array, b: jax.Array, layout: GroupLayout, *, safe: bool = False) -> jax.Array:

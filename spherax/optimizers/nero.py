@@ -99,16 +99,17 @@ def nero(
     dtype = geometry.compute_dtype(x, g)
     real = nu.dtype  # the real compute dtype
     debias = 1 - jnp.asarray(b2, real) ** step.count.astype(real)
-    x, g = x.astype(dtype), g.astype(dtype)
     if layout is None:
+      x, g = x.astype(dtype), g.astype(dtype)
       start_scale = _nonzero(jnp.mean(jnp.abs(x))).astype(real)
       scale = jnp.where(first, start_scale, scale)
       nu = b2 * nu + (1 - b2) * geometry.abs_sq(g).astype(real)
       return -lr * scale * geometry.safe_div(g, jnp.sqrt(nu / debias)), nu, scale
     # Per-group sums only (module docstring): Σx, Σg, ||x||², ||g||², <g, x>.
     d = layout.group_size
-    sx, sg = geometry.group_sum(x, layout), geometry.group_sum(g, layout)
-    xx, gg, gx = geometry.dots([(x, x), (g, g), (g, x)], layout)
+    sx, sg, xx, gg, gx = geometry.sums_and_dots(
+        [x, g], [(x, x), (g, g), (g, x)], layout, one_pass=True)
+    x, g = x.astype(dtype), g.astype(dtype)
     nu = b2 * nu + (1 - b2) * gg.astype(real)
     one = jnp.ones((), real)
     inv_rms = geometry.safe_div_sqrt(one, nu / debias)

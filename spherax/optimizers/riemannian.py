@@ -83,7 +83,8 @@ def _moment_coefficients(layout, x, g, m, decay, gain, clip_norm):
   ``<m, h> = κ<m, g>`` (``m``, the moment transported by the previous step, is
   tangent at ``y``).
   """
-  xx, gx, gg, mg, mm = geometry.dots([(x, x), (g, x), (g, g), (m, g), (m, m)], layout)
+  xx, gx, gg, mg, mm = geometry.dots(
+      [(x, x), (g, x), (g, g), (m, g), (m, m)], layout, one_pass=True)
   inv_r = geometry.safe_div(jnp.ones((), xx.dtype), jnp.sqrt(xx))
   gy = gx * inv_r  # <g, y>
   hh = jnp.maximum(gg - gy * gy, 0)  # ||g − <g, y> y||²
@@ -330,8 +331,8 @@ def adagradg(
       return -step.learning_rate * g, None, None
     layout = step.layout
     dtype = geometry.compute_dtype(x, g)
+    xx, gx, gg = geometry.dots([(x, x), (g, x), (g, g)], layout, one_pass=True)
     x, g = x.astype(dtype), g.astype(dtype)
-    xx, gx, gg = geometry.dots([(x, x), (g, x), (g, g)], layout)
     r, gn = jnp.sqrt(xx), jnp.sqrt(gg)
     k = geometry.safe_div_sqrt(jnp.asarray(step.learning_rate, r.dtype), nu)  # η/sqrt(v)
     # x̂ = x − k g; ||x̂|| by the law of cosines, overflow-safe.

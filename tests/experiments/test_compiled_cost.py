@@ -273,6 +273,22 @@ def test_h100_references_come_out_at_their_passes():
     assert cost.passes == pytest.approx(want, abs=5e-3), name
 
 
+# The optimizers whose statistics are one-pass dot products of their inputs
+# (geometry.dots(one_pass=True): one Pallas kernel on the GPU) reach their floors on
+# H100, where XLA alone re-reads the operands for every two column reductions.
+ONE_PASS = ["adamg", "sgdg", "adagradg"]
+
+
+@needs_cuda_plugin
+@pytest.mark.parametrize("name", ONE_PASS)
+def test_h100_one_pass_statistics_reach_the_floor(name):
+  device = compiled_cost.topology_devices(compiled_cost.TARGETS["h100"])[0]
+  floor = benchmark.MIN_PASSES[name][0]
+  for case, shapes in SMALL_LEAVES.items():
+    cost, _ = compiled_cost.step_cost(benchmark.OPTIMIZERS[name][0](), shapes, device)
+    assert cost.passes <= 1.1 * floor, (case, cost.passes)
+
+
 def test_split_runs_merge_in_the_optimizer_order(tmp_path, capsys):
   def run(path, case, names, versions="jax 0, libtpu 0"):
     row = {"passes": 7.0, "kernels": 1, "fusions": 1, "estimated_cycles": 1, "temp_bytes": 0,
