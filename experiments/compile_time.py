@@ -25,7 +25,9 @@ and first-use costs out of the figure. The table gives, per leaf count and optim
 stage (wall clock), the process's CPU seconds for all three (all of its
 threads; less sensitive than the wall clock to other load on the machine),
 the number of operations in the lowered StableHLO module (``ops``,
-deterministic: what the compiler is given, which its time grows with), the
+deterministic: what the compiler is given; a function that several leaves call,
+such as a rule traced once per leaf shape, counts once, and XLA inlines it at
+every call), the
 number of fusions in the compiled module (``fusions``, deterministic: the
 kernels and buffers the backend generates, which its time tracks closely),
 and the ratio of ``trace + lower + compile`` to ``optax.adam``'s in the same
