@@ -13,8 +13,9 @@ under 1% of one operand: :func:`tiling`) are added by XLA. Summation order diffe
 reduction, so results agree to rounding, not bit for bit.
 
 :func:`spherax.geometry.dots` with ``one_pass=True`` chooses it on CUDA
-devices (``jax.lax.platform_dependent``) where :func:`tiling` finds tiles, and the
-plain reductions elsewhere; ``interpret=True`` runs the kernel on any backend
+devices (``jax.lax.platform_dependent``) where :func:`tiling` finds tiles and the
+process has one GPU, and the plain reductions elsewhere (the kernel has no SPMD
+partitioning rule yet: XLA would gather a sharded operand whole onto every device); ``interpret=True`` runs the kernel on any backend
 (how the tests check it against NumPy).
 
 Example (interpreted, on the CPU):

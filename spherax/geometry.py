@@ -202,10 +202,21 @@ def _plain_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
   return tuple(_reduce(a if b is None else re_conj_mul(a, b), layout) for a, b in pairs)
 
 
+def _several_gpus() -> bool:
+  """Whether this process has more than one GPU (none, when it has no GPU backend:
+  compiling for a GPU target without one, the program is for one device)."""
+  try:
+    return jax.device_count("gpu") > 1
+  except RuntimeError:
+    return False
+
+
 def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
   """:func:`_plain_dots`, or on CUDA devices one kernel for every pair
   (:mod:`spherax._column_dots`) where the groups are the columns of a real
-  leaf's ``(K, C)`` view and the kernel has a tiling for it."""
+  leaf's ``(K, C)`` view, the kernel has a tiling for it, and the process has at
+  most one GPU (the kernel has no partitioning rule: on a sharded operand XLA
+  would gather it whole onto every device)."""
   arrays, index = [], {None: None}
   for a in (a for pair in pairs for a in pair if a is not None):
     index.setdefault(id(a), len(arrays))
@@ -217,7 +228,7 @@ def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
   matrix = (math.prod(shape[:-1]), shape[-1]) if shape else ()
   if (layout.is_split or layout.stat_shape[-1:] != columns or math.prod(columns) != layout.num_groups
       or jnp.issubdtype(dtype, jnp.complexfloating) or any(a.shape != shape for a in arrays)
-      or _column_dots.tiling(matrix, len(ij)) is None):
+      or _column_dots.tiling(matrix, len(ij)) is None or _several_gpus()):
     return _plain_dots(pairs, layout, dtype)
 
   def on_gpu(*arrays):
@@ -250,9 +261,9 @@ def dots(
   that are the columns of the leaf's ``(K, C)`` view (per-output groups), every
   pair is then summed by one kernel that reads each distinct operand once
   (:mod:`spherax._column_dots`; XLA's GPU compiler fuses at most two column
-  reductions into one kernel and re-reads the operands for the others). The
-  values agree with the plain sums to rounding; on other backends and layouts
-  they are the plain sums.
+  reductions into one kernel and re-reads the operands for the others), in a
+  process with one GPU. The values agree with the plain sums to rounding; on
+  other backends and layouts, and with several GPUs, they are the plain sums.
   """
   dtype = compute_dtype(*(a for pair in pairs for a in pair))
   plain = (_one_pass_dots if one_pass else _plain_dots)(pairs, layout, dtype)

@@ -65,8 +65,8 @@ def test_off_the_gpu_one_pass_is_the_plain_sums(dtype):
 
 
 def _gpu_branch(monkeypatch):
-  """Runs the CUDA branch of every platform_dependent, with the kernel interpreted;
-  returns the list of the kernel's calls (their operand shapes)."""
+  """Runs the CUDA branch of every platform_dependent, with the kernel interpreted, as
+  in a one-GPU process; returns the list of the kernel's calls (their operand shapes)."""
   kernel, calls = _column_dots.column_dots, []
 
   def interpreted(arrays, *args, **kwargs):
@@ -76,6 +76,7 @@ def _gpu_branch(monkeypatch):
   monkeypatch.setattr(jax.lax, "platform_dependent",
                       lambda *args, cuda, default: cuda(*args))
   monkeypatch.setattr(_column_dots, "column_dots", interpreted)
+  monkeypatch.setattr(jax, "device_count", lambda backend=None: 1)
   return calls
 
 
@@ -84,8 +85,9 @@ def test_the_gpu_branch_equals_the_plain_sums_to_rounding(monkeypatch, dtype):
   x, g, m = _arrays((3, 3, 8, 32), dtype)
   layout = groups.per_output().layout(x.shape)
   plain = geometry.dots(_pairs(x, g, m), layout)
-  _gpu_branch(monkeypatch)
+  calls = _gpu_branch(monkeypatch)
   got = geometry.dots(_pairs(x, g, m), layout, one_pass=True)
+  assert calls == [[(72, 32)] * 3]
   for a, b in zip(got, plain):
     assert a.shape == b.shape == layout.stat_shape and a.dtype == b.dtype == jnp.float32
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
@@ -115,9 +117,10 @@ def test_sums_and_dots_in_one_pass(monkeypatch):
   plain = geometry.sums_and_dots([x, g], [(x, x), (g, x)], layout, one_pass=True)
   for a, b in zip(plain, want):
     np.testing.assert_array_equal(a, b)
-  _gpu_branch(monkeypatch)
+  calls = _gpu_branch(monkeypatch)
   for a, b in zip(geometry.sums_and_dots([x, g], [(x, x), (g, x)], layout, one_pass=True), want):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+  assert calls == [[(72, 32)] * 2]
 
 
 @pytest.mark.parametrize("name", ["adamg", "sgdg", "adagradg", "nero"])
@@ -145,3 +148,16 @@ def test_optimizers_take_the_same_step_through_the_gpu_branch(monkeypatch, name)
   assert calls and all(shape == (72, 32) for call in calls for shape in call)  # the kernel's
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_several_gpus_take_the_plain_sums(monkeypatch):
+  """The kernel has no partitioning rule (XLA would gather sharded operands whole), so a
+  process with several GPUs uses the plain reductions."""
+  x, g, m = _arrays((3, 3, 8, 32))
+  layout = groups.per_output().layout(x.shape)
+  calls = _gpu_branch(monkeypatch)
+  monkeypatch.setattr(jax, "device_count", lambda backend=None: 8 if backend == "gpu" else 1)
+  got = geometry.dots(_pairs(x, g, m), layout, one_pass=True)
+  assert not calls
+  for a, b in zip(got, geometry.dots(_pairs(x, g, m), layout)):
+    np.testing.assert_array_equal(a, b)
