@@ -211,12 +211,21 @@ def _several_gpus() -> bool:
     return False
 
 
+def _sharded_type(a: jax.Array) -> bool:
+  """Whether ``a``'s type names mesh axes (explicit sharding), which the kernel's
+  refs cannot be sliced along."""
+  spec = getattr(getattr(jax.typeof(a), "sharding", None), "spec", None)
+  return spec is not None and any(axis is not None for axis in spec)
+
+
 def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
   """:func:`_plain_dots`, or on CUDA devices one kernel for every pair
   (:mod:`spherax._column_dots`) where the groups are the columns of a real
   leaf's ``(K, C)`` view, the kernel has a tiling for it, and the process has at
-  most one GPU (the kernel has no partitioning rule: on a sharded operand XLA
-  would gather it whole onto every device)."""
+  most one GPU and the operands' types no mesh axes (the kernel has no
+  partitioning rule: on a sharded operand XLA would gather it whole onto every
+  device). Derivatives are the plain reductions' (``d<a, b> = <da, b> + <a, db>``):
+  the kernel itself is not differentiated."""
   arrays, index = [], {None: None}
   for a in (a for pair in pairs for a in pair if a is not None):
     index.setdefault(id(a), len(arrays))
@@ -228,7 +237,8 @@ def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
   matrix = (math.prod(shape[:-1]), shape[-1]) if shape else ()
   if (layout.is_split or layout.stat_shape[-1:] != columns or math.prod(columns) != layout.num_groups
       or jnp.issubdtype(dtype, jnp.complexfloating) or any(a.shape != shape for a in arrays)
-      or _column_dots.tiling(matrix, len(ij)) is None or _several_gpus()):
+      or _column_dots.tiling(matrix, len(ij)) is None or _several_gpus()
+      or any(_sharded_type(a) for a in arrays)):
     return _plain_dots(pairs, layout, dtype)
 
   def on_gpu(*arrays):
@@ -239,7 +249,22 @@ def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
     return _plain_dots([(arrays[i], None if j is None else arrays[j]) for i, j in ij],
                        layout, dtype)
 
-  return tuple(jax.lax.platform_dependent(*arrays, cuda=on_gpu, default=elsewhere))
+  @jax.custom_jvp
+  def one_pass(*arrays):
+    return tuple(jax.lax.platform_dependent(*arrays, cuda=on_gpu, default=elsewhere))
+
+  @one_pass.defjvp
+  def one_pass_jvp(primals, tangents):
+    terms = [[(tangents[i], None)] if j is None
+             else [(tangents[i], primals[j]), (primals[i], tangents[j])] for i, j in ij]
+    flat = _plain_dots([t for pair in terms for t in pair], layout, dtype)
+    out, k = [], 0
+    for pair in terms:
+      out.append(sum(flat[k:k + len(pair)]))
+      k += len(pair)
+    return one_pass(*primals), tuple(out)
+
+  return one_pass(*arrays)
 
 
 def dots(

@@ -5,6 +5,7 @@ the GPU; the kernel's branch, interpreted, equal to them to rounding)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from spherax import _column_dots, geometry, groups
@@ -161,3 +162,30 @@ def test_several_gpus_take_the_plain_sums(monkeypatch):
   assert not calls
   for a, b in zip(got, geometry.dots(_pairs(x, g, m), layout)):
     np.testing.assert_array_equal(a, b)
+
+
+def _loss_after_a_step(make):
+  def loss(x):
+    opt = make()
+    params = {"w": x}
+    grads = {"w": 2 * x + 0.3}
+    updates, _ = opt.update(grads, opt.init(params), params)
+    return jnp.sum(optax.apply_updates(params, updates)["w"] ** 3)
+  return loss
+
+
+@pytest.mark.parametrize("gpu_branch", [False, True])
+def test_derivatives_through_the_one_pass_statistics_are_the_plain_ones(monkeypatch, gpu_branch):
+  """Differentiating through a step (meta-learning) works on either branch: the kernel
+  is not differentiated, its tangents are the plain reductions' (d<a,b> = <da,b> + <a,db>)."""
+  import spherax  # pylint: disable=import-outside-toplevel
+  x = jnp.linspace(-1.0, 1.0, 3 * 3 * 8 * 32).reshape(3, 3, 8, 32)
+  loss = _loss_after_a_step(lambda: spherax.adamg(0.1))
+  with monkeypatch.context() as plain:
+    plain.setattr(geometry, "_one_pass_dots", geometry._plain_dots)
+    want = jax.grad(loss)(x), jax.jvp(loss, (x,), (jnp.ones_like(x),))[1]
+  calls = _gpu_branch(monkeypatch) if gpu_branch else []
+  got = jax.grad(loss)(x), jax.jvp(loss, (x,), (jnp.ones_like(x),))[1]
+  assert bool(calls) == gpu_branch
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
