@@ -124,14 +124,15 @@ def test_sums_and_dots_in_one_pass(monkeypatch):
   assert calls == [[(72, 32)] * 2]
 
 
-@pytest.mark.parametrize("name", ["adamg", "sgdg", "adagradg", "nero"])
+@pytest.mark.parametrize("name", ["adamg", "sgdg", "adagradg", "nero", "sgdp"])
 def test_optimizers_take_the_same_step_through_the_gpu_branch(monkeypatch, name):
   """The rules that ask for one-pass statistics step alike on either branch (the
   kernel's partial sums add in another order: equal to rounding)."""
   import spherax  # pylint: disable=import-outside-toplevel
   make = {"adamg": lambda: spherax.adamg(0.05), "sgdg": lambda: spherax.sgdg(0.05),
           "adagradg": lambda: spherax.adagradg(0.05, 0.9, 1.0),
-          "nero": lambda: spherax.nero(0.05)}[name]
+          "nero": lambda: spherax.nero(0.05),
+          "sgdp": lambda: spherax.sgdp(0.05, weight_decay=0.1)}[name]
   x, g, _ = _arrays((3, 3, 8, 32))
   params, grads = {"w": x, "b": x[0, 0, 0]}, {"w": g, "b": g[0, 0, 0]}
 

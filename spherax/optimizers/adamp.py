@@ -219,13 +219,15 @@ def sgdp(
     if x.size == 0:
       return jnp.zeros_like(x), buf
     dtype = geometry.compute_dtype(x, g)
+    if step.layout is not None:  # statistics of the leaf's own arrays, in one pass
+      gx, gg, xx, xb = geometry.dots([(g, x), (g, g), (x, x), (x, buf)], step.layout,
+                                     one_pass=True)
     x, g, b = x.astype(dtype), g.astype(dtype), buf.astype(dtype)
     buf = momentum * b + g
     p = g + momentum * buf if nesterov else buf
     wd = weight_decay if step.decayed else 0.0
     if step.layout is not None:
       # p is linear in g and the old buffer b: <x, p> from <x, g> and <x, b>.
-      gx, gg, xx, xb = geometry.dots([(g, x), (g, g), (x, x), (x, b)], step.layout)
       xp = (1 + momentum) * gx + momentum**2 * xb if nesterov else gx + momentum * xb
       coef, projected = _radial_coef(step.layout, gx, gg, xx, xp, x.size, delta, eps)
       p = p - geometry.expand(coef, step.layout) * x

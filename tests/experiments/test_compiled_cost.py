@@ -273,10 +273,10 @@ def test_h100_references_come_out_at_their_passes():
     assert cost.passes == pytest.approx(want, abs=5e-3), name
 
 
-# The optimizers whose statistics are one-pass dot products of their inputs
+# The optimizers whose statistics are one-pass sums and dot products of their inputs
 # (geometry.dots(one_pass=True): one Pallas kernel on the GPU) reach their floors on
 # H100, where XLA alone re-reads the operands for every two column reductions.
-ONE_PASS = ["adamg", "sgdg", "adagradg"]
+ONE_PASS = ["adamg", "sgdg", "adagradg", "nero", "sgdp"]
 
 
 @needs_cuda_plugin
