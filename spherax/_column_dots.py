@@ -9,14 +9,15 @@ distinct operand once and sums every pair: program ``(c, s)`` of a
 ``(C/bc, S)`` grid loads ``bk × bc`` tiles of rows ``[s K/S, (s+1) K/S)`` and
 columns ``[c bc, (c+1) bc)`` of each operand and accumulates the ``P``
 products over its rows; the ``S`` partial sums per column (``S·P·C`` values,
-under 1% of one operand: :func:`tiling`) are added by XLA. Summation order differs from XLA's
-reduction, so results agree to rounding, not bit for bit.
+under 1% of one operand: :func:`tiling`) are added by XLA. Summation order
+differs from XLA's reduction, so results agree to rounding, not bit for bit.
 
 :func:`spherax.geometry.dots` with ``one_pass=True`` chooses it on CUDA
 devices (``jax.lax.platform_dependent``) where :func:`tiling` finds tiles and the
 process has one GPU, and the plain reductions elsewhere (the kernel has no SPMD
-partitioning rule yet: XLA would gather a sharded operand whole onto every device); ``interpret=True`` runs the kernel on any backend
-(how the tests check it against NumPy).
+partitioning rule yet: XLA would gather a sharded operand whole onto every
+device); ``interpret=True`` runs the kernel on any backend (how the tests check it
+against NumPy).
 
 Example (interpreted, on the CPU):
 

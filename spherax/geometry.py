@@ -235,8 +235,8 @@ def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
   shape = layout.shape
   columns = (shape[-1],) if shape else ()
   matrix = (math.prod(shape[:-1]), shape[-1]) if shape else ()
-  if (layout.is_split or layout.stat_shape[-1:] != columns or math.prod(columns) != layout.num_groups
-      or jnp.issubdtype(dtype, jnp.complexfloating) or any(a.shape != shape for a in arrays)
+  if (layout.is_split or layout.stat_shape[-1:] != columns
+      or math.prod(columns) != layout.num_groups or jnp.issubdtype(dtype, jnp.complexfloating) or any(a.shape != shape for a in arrays)
       or _column_dots.tiling(matrix, len(ij)) is None or _several_gpus()
       or any(_sharded_type(a) for a in arrays)):
     return _plain_dots(pairs, layout, dtype)
@@ -292,9 +292,9 @@ def dots(
   """
   dtype = compute_dtype(*(a for pair in pairs for a in pair))
   plain = (_one_pass_dots if one_pass else _plain_dots)(pairs, layout, dtype)
-  pairs = [(view(a.astype(dtype), layout), view(b.astype(dtype), layout)) for a, b in pairs]
   if not safe:
     return plain
+  pairs = [(view(a.astype(dtype), layout), view(b.astype(dtype), layout)) for a, b in pairs]
 
   def rescaled():
     scales = {}  # one (s, 1/s) per distinct array: dot(x, x) scales x once
