@@ -236,7 +236,8 @@ def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
   columns = (shape[-1],) if shape else ()
   matrix = (math.prod(shape[:-1]), shape[-1]) if shape else ()
   if (layout.is_split or layout.stat_shape[-1:] != columns
-      or math.prod(columns) != layout.num_groups or jnp.issubdtype(dtype, jnp.complexfloating) or any(a.shape != shape for a in arrays)
+      or math.prod(columns) != layout.num_groups
+      or jnp.issubdtype(dtype, jnp.complexfloating) or any(a.shape != shape for a in arrays)
       or _column_dots.tiling(matrix, len(ij)) is None or _several_gpus()
       or any(_sharded_type(a) for a in arrays)):
     return _plain_dots(pairs, layout, dtype)
