@@ -39,7 +39,8 @@ from jax.experimental import pallas as pl
 __all__ = ["tiling", "column_dots"]
 
 _MAX_BLOCK_C = 32  # columns per program: 128-byte rows of float32
-_MIN_BLOCK_C = 16
+_MIN_ROW_BYTES = 32  # a DRAM sector: narrower tiles would fetch bytes they do not use
+_MIN_BLOCK_C = 8
 _MAX_BLOCK_K = 32  # rows per tile of the loop
 _MIN_BLOCK_K = 8
 _MAX_PROGRAMS = 512  # enough to fill a GPU's multiprocessors several times over
@@ -53,17 +54,21 @@ def _pow2_divisor(n: int, cap: int) -> int:
   return block
 
 
-def tiling(shape: Sequence[int], num_pairs: int) -> tuple[int, int, int] | None:
-  """``(block_c, block_k, splits)`` for a ``(K, C)`` operand shape and ``num_pairs``
-  pairs, or ``None`` where the kernel does not apply: tiles are powers of two that
-  divide ``K`` and ``C`` (``C`` a multiple of 16, ``K`` of 8), and the rows are
-  split into up to ``512 / (C/block_c)`` programs per column block while the
-  ``splits · num_pairs · C`` partial sums stay within 1/128 of one operand."""
+def tiling(shape: Sequence[int], num_pairs: int,
+           itemsize: int = 4) -> tuple[int, int, int] | None:
+  """``(block_c, block_k, splits)`` for a ``(K, C)`` operand shape, ``num_pairs``
+  pairs and operands of ``itemsize`` bytes (the narrowest), or ``None`` where the
+  kernel does not apply: tiles are powers of two that divide ``K`` and ``C``
+  (``K`` a multiple of 8, ``C`` of 8 and of one 32-byte sector's elements), and
+  the rows are split into up to ``512 / (C/block_c)`` programs per column block
+  while the ``splits · num_pairs · C`` partial sums stay within 1/128 of one
+  operand."""
   if len(shape) != 2 or num_pairs < 1:
     return None
   rows, cols = shape
   block_c, block_k = _pow2_divisor(cols, _MAX_BLOCK_C), _pow2_divisor(rows, _MAX_BLOCK_K)
-  if block_c < _MIN_BLOCK_C or block_k < _MIN_BLOCK_K:
+  if (block_c < max(_MIN_BLOCK_C, _MIN_ROW_BYTES // itemsize)
+      or block_k < _MIN_BLOCK_K):
     return None
   max_splits = max(1, min(_MAX_PROGRAMS * block_c // cols, rows // (128 * num_pairs)))
   return block_c, block_k, _pow2_divisor(rows // block_k, max_splits)
@@ -91,7 +96,7 @@ def column_dots(
   """
   rows, cols = arrays[0].shape
   num_pairs = len(pairs)
-  blocks = tiling((rows, cols), num_pairs)
+  blocks = tiling((rows, cols), num_pairs, min(a.dtype.itemsize for a in arrays))
   if blocks is None:
     raise ValueError(f"column_dots: no tiling for shape {(rows, cols)}")
   block_c, block_k, splits = blocks

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +81,7 @@ __all__ = [
     "dot",
     "dots",
     "sums_and_dots",
+    "Combination",
     "sqnorm",
     "norm",
     "mean",
@@ -218,46 +220,115 @@ def _sharded_type(a: jax.Array) -> bool:
   return spec is not None and any(axis is not None for axis in spec)
 
 
+class Combination(NamedTuple):
+  """An array of the step, ``value = Σ_k c_k a_k``, with its terms ``(c_k, a_k)``.
+
+  The ``a_k`` are arrays in memory (a rule's inputs) and the ``c_k`` scalars
+  (Python numbers or 0-d arrays). :func:`dots` and :func:`sums_and_dots` with
+  ``one_pass`` take a combination wherever they take an array: the plain
+  reductions are of ``value``; the CUDA kernel reduces the terms' pairwise dot
+  products instead (``<Σ c_k a_k, Σ d_l b_l> = Σ c_k d_l <a_k, b_l>``, squared
+  norms clamped at 0, which rounding can cross where the terms cancel), so the
+  step's arrays are read once and ``value`` is not written out for the kernel.
+  ``value`` must be the combination, as the caller computes it; only the
+  derivative of ``value`` is used.
+
+  >>> import jax.numpy as jnp
+  >>> from spherax import groups
+  >>> g, x = jnp.array([[1.], [2.]]), jnp.array([[2.], [0.]])
+  >>> coupled = Combination(g + 0.5 * x, ((1, g), (0.5, x)))     # g + λx
+  >>> dots([(coupled, coupled)], groups.per_output().layout(g.shape), one_pass=True)[0].tolist()
+  [[8.0]]
+  """
+
+  value: jax.Array
+  terms: tuple
+
+
+def _terms(a):
+  return a.terms if isinstance(a, Combination) else ((1, a),)
+
+
+def _value(a):
+  return a.value if isinstance(a, Combination) else a
+
+
 def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
-  """:func:`_plain_dots`, or on CUDA devices one kernel for every pair
-  (:mod:`spherax._column_dots`) where the groups are the columns of a real
-  leaf's ``(K, C)`` view, the kernel has a tiling for it, and the process has at
-  most one GPU and the operands' types no mesh axes (the kernel has no
-  partitioning rule: on a sharded operand XLA would gather it whole onto every
-  device). Derivatives are the plain reductions' (``d<a, b> = <da, b> + <a, db>``):
-  the kernel itself is not differentiated."""
+  """:func:`_plain_dots` of the operands' values, or on CUDA devices one kernel
+  for the dot products of every array the operands are combined from
+  (:mod:`spherax._column_dots`, :class:`Combination`) where the groups are the
+  columns of a real leaf's ``(K, C)`` view, the kernel has a tiling for it, and
+  the process has at most one GPU and the arrays' types no mesh axes (the kernel
+  has no partitioning rule: on a sharded operand XLA would gather it whole onto
+  every device). Derivatives are the plain reductions' of the values
+  (``d<a, b> = <da, b> + <a, db>``): the kernel itself is not differentiated."""
+  values = [None if a is None else _value(a) for pair in pairs for a in pair]
   arrays, index = [], {None: None}
-  for a in (a for pair in pairs for a in pair if a is not None):
+  for c, a in (t for pair in pairs for a in pair if a is not None for t in _terms(a)):
     index.setdefault(id(a), len(arrays))
     if len(arrays) == index[id(a)]:
       arrays.append(a)
-  ij = [(index[id(a)], index[None if b is None else id(b)]) for a, b in pairs]
+  coefs = [c for pair in pairs for a in pair if a is not None for c, _ in _terms(a)
+           if not isinstance(c, (int, float))]
+  gram = {}  # (i, j) of two arrays (j None: a sum) -> its position among the kernel's pairs
+  for u, v in pairs:
+    for _, a in _terms(u):
+      for _, b in ((None, None),) if v is None else _terms(v):
+        i, j = index[id(a)], index[None if b is None else id(b)]
+        gram.setdefault((i, j) if j is None or i <= j else (j, i), len(gram))
   shape = layout.shape
   columns = (shape[-1],) if shape else ()
   matrix = (math.prod(shape[:-1]), shape[-1]) if shape else ()
   if (layout.is_split or layout.stat_shape[-1:] != columns
       or math.prod(columns) != layout.num_groups
       or jnp.issubdtype(dtype, jnp.complexfloating) or any(a.shape != shape for a in arrays)
-      or _column_dots.tiling(matrix, len(ij)) is None or _several_gpus()
+      or _column_dots.tiling(matrix, len(gram), min(a.dtype.itemsize for a in arrays)) is None
+      or _several_gpus()
       or any(_sharded_type(a) for a in arrays)):
-    return _plain_dots(pairs, layout, dtype)
-
-  def on_gpu(*arrays):
-    sums = _column_dots.column_dots([a.reshape(matrix) for a in arrays], ij, dtype)
-    return tuple(sums[p].reshape(layout.stat_shape) for p in range(len(ij)))
-
-  def elsewhere(*arrays):
-    return _plain_dots([(arrays[i], None if j is None else arrays[j]) for i, j in ij],
+    return _plain_dots([(_value(a), None if b is None else _value(b)) for a, b in pairs],
                        layout, dtype)
+  value_pairs = list(zip(range(0, len(values), 2), range(1, len(values), 2)))
+
+  def on_gpu(values, arrays, traced):
+    del values
+    sums = _column_dots.column_dots([a.reshape(matrix) for a in arrays], list(gram), dtype)
+    sums = [sums[k].reshape(layout.stat_shape) for k in range(len(gram))]
+    traced = iter(traced)
+    coef = lambda c: c if isinstance(c, (int, float)) else next(traced).astype(dtype)
+    resolved = [[(coef(c), a) for c, a in _terms(u)] for pair in pairs for u in pair
+                if u is not None]
+    out, k = [], 0
+    for u, v in pairs:
+      u_terms = resolved[k]
+      v_terms = ((1, None),) if v is None else resolved[k + 1]
+      k += 1 if v is None else 2
+      total = 0
+      for c, a in u_terms:
+        for d, b in v_terms:
+          i, j = index[id(a)], index[None if b is None else id(b)]
+          term = sums[gram[(i, j) if j is None or i <= j else (j, i)]]
+          scale = c * d
+          total = total + (term if isinstance(scale, (int, float)) and scale == 1
+                           else scale * term)
+      if u is v and len(u_terms) > 1:
+        total = jnp.maximum(total, 0)
+      out.append(total)
+    return tuple(out)
+
+  def elsewhere(values, arrays, traced):
+    del arrays, traced
+    return _plain_dots([(values[i], values[j]) for i, j in value_pairs], layout, dtype)
 
   @jax.custom_jvp
-  def one_pass(*arrays):
-    return tuple(jax.lax.platform_dependent(*arrays, cuda=on_gpu, default=elsewhere))
+  def one_pass(values, arrays, traced):
+    return tuple(jax.lax.platform_dependent(values, arrays, traced, cuda=on_gpu,
+                                            default=elsewhere))
 
   @one_pass.defjvp
   def one_pass_jvp(primals, tangents):
-    terms = [[(tangents[i], None)] if j is None
-             else [(tangents[i], primals[j]), (primals[i], tangents[j])] for i, j in ij]
+    values, dvalues = primals[0], tangents[0]
+    terms = [[(dvalues[i], None)] if values[j] is None
+             else [(dvalues[i], values[j]), (values[i], dvalues[j])] for i, j in value_pairs]
     flat = _plain_dots([t for pair in terms for t in pair], layout, dtype)
     out, k = [], 0
     for pair in terms:
@@ -265,11 +336,11 @@ def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
       k += len(pair)
     return one_pass(*primals), tuple(out)
 
-  return one_pass(*arrays)
+  return one_pass(values, arrays, coefs)
 
 
 def dots(
-    pairs: Sequence[tuple[jax.Array, jax.Array]],
+    pairs: Sequence[tuple[jax.Array | Combination, jax.Array | Combination]],
     layout: GroupLayout,
     *,
     safe: bool = False,
@@ -290,12 +361,19 @@ def dots(
   reductions into one kernel and re-reads the operands for the others), in a
   process with one GPU. The values agree with the plain sums to rounding; on
   other backends and layouts, and with several GPUs, they are the plain sums.
+  An operand computed in the step from such arrays with scalar coefficients is
+  passed as a :class:`Combination` (reduced from its terms by the kernel, from
+  its value elsewhere).
   """
-  dtype = compute_dtype(*(a for pair in pairs for a in pair))
-  plain = (_one_pass_dots if one_pass else _plain_dots)(pairs, layout, dtype)
+  dtype = compute_dtype(*(_value(a) for pair in pairs for a in pair))
+  if one_pass:
+    plain = _one_pass_dots(pairs, layout, dtype)
+  else:
+    plain = _plain_dots([(_value(a), _value(b)) for a, b in pairs], layout, dtype)
   if not safe:
     return plain
-  pairs = [(view(a.astype(dtype), layout), view(b.astype(dtype), layout)) for a, b in pairs]
+  pairs = [(view(_value(a).astype(dtype), layout), view(_value(b).astype(dtype), layout))
+           for a, b in pairs]
 
   def rescaled():
     scales = {}  # one (s, 1/s) per distinct array: dot(x, x) scales x once
@@ -315,8 +393,8 @@ def dots(
 
 
 def sums_and_dots(
-    sums: Sequence[jax.Array],
-    pairs: Sequence[tuple[jax.Array, jax.Array]],
+    sums: Sequence[jax.Array | Combination],
+    pairs: Sequence[tuple[jax.Array | Combination, jax.Array | Combination]],
     layout: GroupLayout,
     *,
     one_pass: bool = False,
@@ -324,7 +402,7 @@ def sums_and_dots(
   """``Σ_group a`` for each ``a`` of ``sums``, then :func:`dots` of ``pairs``, in the
   compute dtype of all the operands (the sums complex for complex operands, the
   dot products real): with ``one_pass``, one kernel for all of them on a CUDA
-  device, as :func:`dots`.
+  device, as :func:`dots` (an operand may be a :class:`Combination`).
 
   >>> import jax.numpy as jnp
   >>> from spherax import groups
@@ -332,9 +410,12 @@ def sums_and_dots(
   >>> [v.tolist() for v in sums_and_dots([x], [(x, x)], groups.per_output().layout(x.shape))]
   [[[7.0, 2.0]], [[25.0, 4.0]]]
   """
-  dtype = compute_dtype(*sums, *(a for pair in pairs for a in pair))
   pairs = [(a, None) for a in sums] + list(pairs)
-  return (_one_pass_dots if one_pass else _plain_dots)(pairs, layout, dtype)
+  dtype = compute_dtype(*(_value(a) for pair in pairs for a in pair if a is not None))
+  if one_pass:
+    return _one_pass_dots(pairs, layout, dtype)
+  return _plain_dots([(_value(a), None if b is None else _value(b)) for a, b in pairs],
+                     layout, dtype)
 
 
 def dot(a: jax.Array, b: jax.Array, layout: GroupLayout, *, safe: bool = False) -> jax.Array:

@@ -13,9 +13,11 @@ from spherax import _column_dots, geometry, groups
 PAIRS = [(0, 0), (1, 0), (1, 1), (2, 1), (2, 2)]
 
 
-@pytest.mark.parametrize("shape", [(576, 64), (4096, 32), (64, 48)])
+@pytest.mark.parametrize("shape", [(576, 64), (4096, 32), (64, 48), (64, 40)])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_kernel_sums_every_pair_per_column(shape, dtype):
+  if _column_dots.tiling(shape, len(PAIRS), jnp.dtype(dtype).itemsize) is None:
+    pytest.skip("8-column tiles are for 4-byte operands (a 32-byte sector per row)")
   rng = np.random.default_rng(0)
   arrays = [jnp.asarray(rng.normal(size=shape), dtype) for _ in range(3)]
   got = _column_dots.column_dots(arrays, PAIRS, jnp.float32, interpret=True)
@@ -25,7 +27,8 @@ def test_kernel_sums_every_pair_per_column(shape, dtype):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(shape[0]))
 
 
-@pytest.mark.parametrize("shape", [(2304, 512), (4096, 4096), (16384, 64), (576, 64), (64, 48)])
+@pytest.mark.parametrize("shape", [(2304, 512), (4096, 4096), (16384, 64), (576, 64), (64, 48),
+                                   (2048, 1000)])
 def test_tiling_divides_the_operand_and_bounds_the_partial_sums(shape):
   rows, cols = shape
   block_c, block_k, splits = _column_dots.tiling(shape, len(PAIRS))
@@ -36,7 +39,14 @@ def test_tiling_divides_the_operand_and_bounds_the_partial_sums(shape):
   assert splits * len(PAIRS) * 128 <= rows or splits == 1  # partial sums < 1% of an operand
 
 
-@pytest.mark.parametrize("shape", [(147, 64), (576, 1000), (9, 16), (64,), (4, 4, 4)])
+def test_tiles_span_a_sector_per_row():
+  """Eight float32 columns are one 32-byte sector; bfloat16 tiles need sixteen."""
+  assert _column_dots.tiling((2048, 1000), 3)[0] == 8
+  assert _column_dots.tiling((2048, 1000), 3, itemsize=2) is None
+  assert _column_dots.tiling((2048, 1008), 3, itemsize=2)[0] == 16
+
+
+@pytest.mark.parametrize("shape", [(147, 64), (576, 1004), (9, 16), (64,), (4, 4, 4)])
 def test_no_tiling_where_the_tiles_would_not_divide(shape):
   assert _column_dots.tiling(shape, 3) is None
   with pytest.raises(ValueError, match="tiling"):
@@ -124,7 +134,79 @@ def test_sums_and_dots_in_one_pass(monkeypatch):
   assert calls == [[(72, 32)] * 2]
 
 
-@pytest.mark.parametrize("name", ["adamg", "sgdg", "adagradg", "nero", "sgdp"])
+def _combinations(x, g, m, l2):
+  """AdamSRT's ``g + λx`` and ``m' = 0.9 m + 0.1 (g + λx)`` as combinations of x, g, m
+  (the values in float32, as a rule computes them from bfloat16 arrays)."""
+  wide = lambda a: a.astype(jnp.float32)
+  coupled = geometry.Combination(wide(g) + l2 * wide(x), ((1, g), (l2, x)))
+  moment = geometry.Combination(0.9 * wide(m) + 0.1 * coupled.value,
+                                ((0.9, m), (0.1, g), (0.1 * l2, x)))
+  return coupled, moment
+
+
+def _combination_pairs(x, g, m, l2):
+  coupled, moment = _combinations(x, g, m, l2)
+  return [(coupled, coupled), (x, x), (x, moment), (moment, moment)]
+
+
+def test_combinations_off_the_gpu_are_the_plain_sums_of_their_values():
+  x, g, m = _arrays((3, 3, 8, 32))
+  layout = groups.per_output().layout(x.shape)
+  pairs = _combination_pairs(x, g, m, 0.3)
+  values = [tuple(getattr(a, "value", a) for a in pair) for pair in pairs]
+  for one_pass in (False, True):
+    for a, b in zip(geometry.dots(pairs, layout, one_pass=one_pass), geometry.dots(values, layout)):
+      np.testing.assert_array_equal(a, b)
+  _, moment = _combinations(x, g, m, 0.3)
+  np.testing.assert_array_equal(
+      geometry.sums_and_dots([moment], [], layout, one_pass=True)[0],
+      geometry.group_sum(moment.value, layout))
+
+
+def _float64_dots(pairs):
+  wide = lambda a: np.asarray(getattr(a, "value", a), np.float64).reshape(-1, 32)
+  return [(wide(a) * wide(b)).sum(0) for a, b in pairs]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_the_gpu_branch_reduces_combinations_from_their_terms(monkeypatch, dtype):
+  """One kernel over the three arrays (six of their dot products), combined per pair:
+  ``<Σ c_k a_k, Σ d_l b_l> = Σ c_k d_l <a_k, b_l>``, to rounding of the float64 sums."""
+  x, g, m = _arrays((3, 3, 8, 32), dtype)
+  layout = groups.per_output().layout(x.shape)
+  calls = _gpu_branch(monkeypatch)
+  got = geometry.dots(_combination_pairs(x, g, m, 0.3), layout, one_pass=True)
+  assert calls == [[(72, 32)] * 3]
+  for a, b in zip(got, _float64_dots(_combination_pairs(x, g, m, 0.3))):
+    assert a.shape == layout.stat_shape and a.dtype == jnp.float32
+    np.testing.assert_allclose(a.ravel(), b, rtol=1e-4, atol=1e-4)
+  # A traced coefficient (an injected hyperparameter) is an operand of the kernel's branch.
+  traced = jax.jit(lambda l2: geometry.dots(_combination_pairs(x, g, m, l2), layout,
+                                            one_pass=True))(0.3)
+  for a, b in zip(traced, got):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  sums = geometry.sums_and_dots([_combinations(x, g, m, 0.3)[1]], [], layout, one_pass=True)
+  want = np.asarray(_combinations(x, g, m, 0.3)[1].value, np.float64).reshape(-1, 32).sum(0)
+  np.testing.assert_allclose(sums[0].ravel(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_squared_norm_of_cancelling_terms_is_never_negative(monkeypatch):
+  """``||a − b||²`` expanded as ``||a||² − 2<a, b> + ||b||²`` for ``b`` within 1e-4 of
+  ``a``: rounding of the expansion is larger than the value, which is clamped at 0."""
+  rng = np.random.default_rng(2)
+  a = jnp.asarray(rng.normal(size=(256, 32)), jnp.float32)
+  b = a + jnp.asarray(1e-4 * rng.normal(size=(256, 32)), jnp.float32)
+  layout = groups.per_output().layout(a.shape)
+  difference = geometry.Combination(a - b, ((1, a), (-1, b)))
+  _gpu_branch(monkeypatch)
+  (got,) = geometry.dots([(difference, difference)], layout, one_pass=True)
+  want = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
+  assert np.all(np.asarray(got) >= 0)
+  np.testing.assert_allclose(got.ravel(), want.sum(0), atol=1e-4 * 256)
+
+
+@pytest.mark.parametrize("name", ["adamg", "sgdg", "adagradg", "nero", "sgdp", "adams",
+                                  "adamsrt", "adamsrt_parallel", "sgdmrt"])
 def test_optimizers_take_the_same_step_through_the_gpu_branch(monkeypatch, name):
   """The rules that ask for one-pass statistics step alike on either branch (the
   kernel's partial sums add in another order: equal to rounding)."""
@@ -132,7 +214,12 @@ def test_optimizers_take_the_same_step_through_the_gpu_branch(monkeypatch, name)
   make = {"adamg": lambda: spherax.adamg(0.05), "sgdg": lambda: spherax.sgdg(0.05),
           "adagradg": lambda: spherax.adagradg(0.05, 0.9, 1.0),
           "nero": lambda: spherax.nero(0.05),
-          "sgdp": lambda: spherax.sgdp(0.05, weight_decay=0.1)}[name]
+          "sgdp": lambda: spherax.sgdp(0.05, weight_decay=0.1),
+          "adams": lambda: spherax.adams(0.05, l2_regularization=0.1),
+          "adamsrt": lambda: spherax.adamsrt(0.05, l2_regularization=0.1),
+          "adamsrt_parallel": lambda: spherax.adamsrt(0.05, l2_regularization=0.1,
+                                                      transport="parallel"),
+          "sgdmrt": lambda: spherax.sgdmrt(0.05, l2_regularization=0.1)}[name]
   x, g, _ = _arrays((3, 3, 8, 32))
   params, grads = {"w": x, "b": x[0, 0, 0]}, {"w": g, "b": g[0, 0, 0]}
 
@@ -176,14 +263,20 @@ def _loss_after_a_step(make):
 
 
 @pytest.mark.parametrize("gpu_branch", [False, True])
-def test_derivatives_through_the_one_pass_statistics_are_the_plain_ones(monkeypatch, gpu_branch):
+@pytest.mark.parametrize("name", ["adamg", "adamsrt"])
+def test_derivatives_through_the_one_pass_statistics_are_the_plain_ones(monkeypatch, gpu_branch,
+                                                                        name):
   """Differentiating through a step (meta-learning) works on either branch: the kernel
-  is not differentiated, its tangents are the plain reductions' (d<a,b> = <da,b> + <a,db>)."""
+  is not differentiated, its tangents are the plain reductions' of the operands' values
+  (d<a,b> = <da,b> + <a,db>)."""
   import spherax  # pylint: disable=import-outside-toplevel
   x = jnp.linspace(-1.0, 1.0, 3 * 3 * 8 * 32).reshape(3, 3, 8, 32)
-  loss = _loss_after_a_step(lambda: spherax.adamg(0.1))
+  loss = _loss_after_a_step({"adamg": lambda: spherax.adamg(0.1),
+                             "adamsrt": lambda: spherax.adamsrt(0.1, l2_regularization=0.1)}[name])
+  value = lambda a: getattr(a, "value", a)
   with monkeypatch.context() as plain:
-    plain.setattr(geometry, "_one_pass_dots", geometry._plain_dots)
+    plain.setattr(geometry, "_one_pass_dots", lambda pairs, layout, dtype: geometry._plain_dots(
+        [(value(a), None if b is None else value(b)) for a, b in pairs], layout, dtype))
     want = jax.grad(loss)(x), jax.jvp(loss, (x,), (jnp.ones_like(x),))[1]
   calls = _gpu_branch(monkeypatch) if gpu_branch else []
   got = jax.grad(loss)(x), jax.jvp(loss, (x,), (jnp.ones_like(x),))[1]

@@ -9,9 +9,11 @@ buffer), the step ``x' = x − η c m`` (``c`` one scalar per group), then the
 moment moved to ``x'`` and the second moment rescaled by the coefficients of
 :func:`spherax.transforms.transport.moved_along_coefficients`, the algebra
 :func:`spherax.transport_moments` also uses. Every per-group statistic
-(``||g||²``, ``||x||²``, ``<x, m'>``, ``||m'||²``) is a reduction of the
-arrays the moment is computed from, in one pass; the post-step ones
-(``||x'||²``, ``<x, x'>``, ``<m', x'>``) follow in closed form.
+(``||g + λx||²``, ``||x||²``, ``<x, m'>``, ``||m'||²``) is reduced in one
+pass: of the step's arrays (``g + λx``, ``m'``), or on a CUDA device as dot
+products of its inputs ``x``, ``g``, ``m`` by one kernel
+(:class:`spherax.geometry.Combination`); the post-step ones (``||x'||²``,
+``<x, x'>``, ``<m', x'>``) follow in closed form.
 
 The L2 term is *coupled* (added to the gradient, then adapted by the second
 moment), as in the papers' Adam + L2 baselines: hence ``l2_regularization``, not
@@ -27,7 +29,8 @@ import optax
 
 from spherax import geometry
 from spherax._checks import check_beta, check_learning_rate, check_nonnegative, is_static_zero
-from spherax.transforms.group_moment import GroupAdamState, group_adam_moments
+from spherax.transforms.group_moment import (
+    GroupAdamState, coupled_first_moment, group_adam_moments, group_second_moment)
 from spherax.transforms.leafwise import leafwise
 from spherax.transforms.transport import move_moments, moved_along_coefficients
 
@@ -61,18 +64,26 @@ def _adamsrt(learning_rate, b1, b2, eps, l2_regularization, mask, group_moment, 
   def update_leaf(step, x, g, mu, nu):
     layout, lr = step.layout, step.learning_rate
     dtype = geometry.compute_dtype(x, g, mu)
-    x = x.astype(dtype)
-    per_group = layout is not None and group_moment
-    mu, nu, c = group_adam_moments(
-        layout if group_moment else None, g.astype(dtype), mu, nu, b1, b2, eps, step.count,
-        l2=l2_regularization if step.decayed else 0.0, x=x)
-    s = geometry.expand(c, layout) * mu if per_group else c * mu
-    if not moved or layout is None or layout.group_size < 2:
-      return -lr * s, mu, nu
-    if not per_group:  # element-wise second moment: the step is not c·m with c per group
+    x, g = x.astype(dtype), g.astype(dtype)
+    l2 = l2_regularization if step.decayed else 0.0
+    moves = moved and layout is not None and layout.group_size >= 2
+    if layout is None or not group_moment:
+      mu, nu, c = group_adam_moments(None, g, mu, nu, b1, b2, eps, step.count, l2=l2, x=x)
+      s = c * mu
+      if not moves:
+        return -lr * s, mu, nu
+      # Element-wise second moment: the step is not c·m with c per group.
       (mu,), (nu,) = move_moments(layout, x, s, [mu], [nu], lr, transport, rescale, eps)
       return -lr * s, mu, nu
-    a, b, ratio = moved_along_coefficients(layout, x, mu, c, lr, transport, rescale, eps)
+    mu, coupled = coupled_first_moment(g, mu, b1, l2=l2, x=x)
+    pairs = [(coupled, coupled)] + ([(x, x), (x, mu), (mu, mu)] if moves else [])
+    sqnorm, *moved_stats = geometry.dots(pairs, layout, one_pass=True)  # one pass
+    nu, c = group_second_moment(layout, nu, sqnorm, b1, b2, eps, step.count)
+    mu = mu.value
+    s = geometry.expand(c, layout) * mu
+    if not moves:
+      return -lr * s, mu, nu
+    a, b, ratio = moved_along_coefficients(*moved_stats, c, lr, transport, rescale, eps)
     moved_mu = geometry.expand(a, layout) * mu + geometry.expand(b, layout) * x
     return -lr * s, moved_mu, nu * ratio if rescale else nu
 
@@ -155,8 +166,9 @@ def adams(
 
   ``adamsrt(..., transport=None, rescale=False)``: steps 1–3 of :func:`adamsrt`
   (Roburin et al., ICLR 2021 submission, §4), no transport and no rescale. Per
-  group the only statistic is ``||g + λx||²``, one reduction of the raw ``g``
-  and ``x``; one element-wise pass then writes ``m`` and the update.
+  group the only statistic is ``||g + λx||² = ||g||² + 2λ<g, x> + λ²||x||²``,
+  reduced in one pass over ``g`` and ``x``; one element-wise pass then writes
+  ``m`` and the update.
 
   Example:
 
@@ -220,14 +232,17 @@ def sgdmrt(
   def update_leaf(step, x, g, trace):
     layout, lr = step.layout, step.learning_rate
     dtype = geometry.compute_dtype(x, g, trace)
-    x = x.astype(dtype)
-    g = g.astype(dtype)
+    x, g = x.astype(dtype), g.astype(dtype)
+    terms = ((momentum, trace), (1, g))
     if step.decayed and not is_static_zero(l2_regularization):
       g = g + l2_regularization * x
+      terms += ((l2_regularization, x),)
     buf = momentum * trace.astype(dtype) + g
     if layout is None or layout.group_size < 2:
       return -lr * buf, buf
-    a, b, _ = moved_along_coefficients(layout, x, buf, 1.0, lr, "reference", rescale, 0.0)
+    moment = geometry.Combination(buf, terms)  # reduced in one pass over x, g, trace
+    xx, xb, bb = geometry.dots([(x, x), (x, moment), (moment, moment)], layout, one_pass=True)
+    a, b, _ = moved_along_coefficients(xx, xb, bb, 1.0, lr, "reference", rescale, 0.0)
     return -lr * buf, geometry.expand(a, layout) * buf + geometry.expand(b, layout) * x
 
   return leafwise(who, SGDMRTState, init_leaf, update_leaf, learning_rate=learning_rate,

@@ -28,19 +28,66 @@ class GroupAdamState(NamedTuple):
   nu: Any
 
 
+def coupled_first_moment(g, mu, b1, *, l2=0.0, x=None):
+  """Adam's first moment with coupled L2: ``(mu', g̃)``, two :class:`spherax.geometry.Combination`.
+
+  ``g̃ = g + λx`` (``λ = l2``, with ``x``) and ``mu' = β1 mu + (1 − β1) g̃``, each
+  with its terms in the arrays ``g``, ``mu``, ``x`` (so that their per-group dot
+  products can be reduced from those in one pass, :func:`spherax.geometry.dots`).
+  The L2 term is written into the moment (``(1 − β1)λ x`` in ``mu'``) rather than
+  formed once: XLA:CPU would otherwise write ``g + λx`` to memory for its two
+  consumers. A static ``λ = 0`` (a Python number) adds no term: ``0·x`` would cost
+  a full-size multiply and add per leaf (XLA does not fold ``0·x``), and for
+  finite ``x`` the values are the same. ``g`` is in the compute dtype.
+
+  >>> import jax.numpy as jnp
+  >>> mu, coupled = coupled_first_moment(jnp.array([2.0]), jnp.ones(1), 0.9, l2=0.5,
+  ...                                    x=jnp.array([4.0]))
+  >>> [round(float(v[0]), 4) for v in (mu.value, coupled.value)]   # 0.9 + 0.1·4, 2 + 2
+  [1.3, 4.0]
+  """
+  value = b1 * mu.astype(g.dtype) + (1 - b1) * g
+  terms = ((b1, mu), (1 - b1, g))
+  if x is None or is_static_zero(l2):
+    return geometry.Combination(value, terms), geometry.Combination(g, ((1, g),))
+  value = value + ((1 - b1) * l2) * x
+  return (geometry.Combination(value, terms + (((1 - b1) * l2, x),)),
+          geometry.Combination(g + l2 * x, ((1, g), (l2, x))))
+
+
+def group_second_moment(layout, nu, sqnorm, b1, b2, eps, count):
+  """AdamS's second moment and step scale: ``(nu', c)``, with the direction ``c·mu'``.
+
+  On a group of ``d`` elements (``layout``) ``nu' = β2 nu + (1 − β2) ||g̃||²``
+  (``sqnorm``: the groups' ``||g̃||²``) and
+  ``c = sqrt(d) / ((1 − β1^t)(sqrt(nu'/(1 − β2^t)) + ε))``, one scalar per group
+  (``stat_shape``); for ``layout=None`` element-wise (``sqnorm = |g̃|²``,
+  ``d = 1``): Adam. ``c = 0`` where the denominator is 0 (never NaN). ``count``
+  is ``t``, from 1.
+
+  >>> import jax.numpy as jnp
+  >>> nu, c = group_second_moment(None, jnp.zeros(1), jnp.array([4.0]), 0.9, 0.99, 0.0,
+  ...                             jnp.int32(1))
+  >>> round(float(c[0] * 0.2), 4)                     # Adam's first step, mu' = 0.1·2: 1
+  1.0
+  """
+  bc1, bc2 = 1 - b1**count, 1 - b2**count
+  nu = b2 * nu + (1 - b2) * sqnorm
+  if layout is None:
+    d = jnp.ones((), nu.dtype)
+  else:
+    d = jnp.asarray(math.sqrt(layout.group_size), nu.dtype)  # a constant, not a sqrt op
+  den = jnp.sqrt(nu / bc2) + eps
+  nonzero = den != 0
+  return nu, jnp.where(nonzero, d / bc1, 0) / jnp.where(nonzero, den, 1)
+
+
 def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count, *, l2=0.0, x=None):
   """One leaf's AdamS moments: ``(mu', nu', c)`` with the direction ``c·mu'``.
 
-  ``mu' = β1 mu + (1 − β1) g``; on a group of ``d`` elements (``layout``)
-  ``nu' = β2 nu + (1 − β2) ||g||²`` and ``c = sqrt(d) / ((1 − β1^t)(sqrt(nu'/(1 − β2^t)) + ε))``,
-  one scalar per group (``stat_shape``); for ``layout=None`` element-wise
-  (``|g|²``, ``d = 1``): Adam. ``c = 0`` where the denominator is 0 (never NaN).
-  ``g`` is in the compute dtype; ``count`` is ``t``, from 1. With ``x``, the
-  gradient is ``g + λx`` (coupled L2, ``λ = l2``), written into each moment
-  (``(1 − β1)λ x`` in ``mu'``) rather than formed once: XLA:CPU would otherwise
-  write ``g + λx`` to memory for its two consumers. A static ``λ = 0`` (a Python
-  number) adds no term: ``0·x`` would cost a full-size multiply and add per leaf
-  (XLA does not fold ``0·x``), and for finite ``x`` the sums are the same.
+  :func:`coupled_first_moment` (``g̃ = g + λx`` with ``x``), then
+  :func:`group_second_moment` of ``||g̃||²`` per group (``layout``), or of
+  ``|g̃|²`` element-wise for ``layout=None`` (Adam).
 
   >>> import jax.numpy as jnp
   >>> mu, nu, c = group_adam_moments(None, jnp.array([2.0]), jnp.zeros(1), jnp.zeros(1),
@@ -48,20 +95,11 @@ def group_adam_moments(layout, g, mu, nu, b1, b2, eps, count, *, l2=0.0, x=None)
   >>> jnp.round(c * mu, 4).tolist()                   # Adam's first step: sign(g)
   [1.0]
   """
-  mu = b1 * mu.astype(g.dtype) + (1 - b1) * g
-  if x is not None and not is_static_zero(l2):
-    mu = mu + ((1 - b1) * l2) * x
-    g = g + l2 * x
-  bc1, bc2 = 1 - b1**count, 1 - b2**count
-  if layout is None:
-    nu = b2 * nu + (1 - b2) * geometry.abs_sq(g)
-    d = jnp.ones((), nu.dtype)
-  else:
-    nu = b2 * nu + (1 - b2) * geometry.sqnorm(g, layout)
-    d = jnp.asarray(math.sqrt(layout.group_size), nu.dtype)  # a constant, not a sqrt op
-  den = jnp.sqrt(nu / bc2) + eps
-  nonzero = den != 0
-  return mu, nu, jnp.where(nonzero, d / bc1, 0) / jnp.where(nonzero, den, 1)
+  mu, coupled = coupled_first_moment(g, mu, b1, l2=l2, x=x)
+  g = coupled.value
+  sq = geometry.abs_sq(g) if layout is None else geometry.sqnorm(g, layout)
+  nu, c = group_second_moment(layout, nu, sq, b1, b2, eps, count)
+  return mu.value, nu, c
 
 
 def scale_by_group_adam(

@@ -219,17 +219,17 @@ def moved_moment_coefficients(xx, xs, ss, mx, ms, lr, kind, rescale, eps):
   return (*(jnp.where(finite, coef, 0) for coef in coefs), ratio)
 
 
-def moved_along_coefficients(layout, x, m, c, lr, kind, rescale, eps):
+def moved_along_coefficients(xx, xm, mm, c, lr, kind, rescale, eps):
   """Per-group ``(a, b, ratio)``: the moment ``m`` moved to ``x' = x − η c m`` is ``a m + b x``.
 
   The step is the moment itself times one scalar per group ``c`` (AdamS's
   ``sqrt(d)/((1 − β1^t)(sqrt(v̂) + ε))``, SGD-M's 1), so the five dot products of
-  :func:`moved_moment_coefficients` come from three reductions of ``x`` and ``m``
-  (``<x, s> = c<x, m>``, ``||s||² = c²||m||²``, ``<m, s> = c||m||²``), all in one
-  pass over the arrays ``x`` and ``m`` are computed from. A zero ``c`` (an
+  :func:`moved_moment_coefficients` follow from ``xx = ||x||²``, ``xm = <x, m>``
+  and ``mm = ||m||²`` (``<x, s> = c<x, m>``, ``||s||² = c²||m||²``,
+  ``<m, s> = c||m||²``), which the caller reduces with its other statistics
+  (:class:`spherax.geometry.Combination`). A zero ``c`` (an
   overflowed second moment) is a zero step even where ``||m||²`` overflowed.
   """
-  xx, xm, mm = geometry.dots([(x, x), (x, m), (m, m)], layout)
   if isinstance(c, (int, float)) and c != 0:  # a static c (SGD-M's 1): no guard
     ms = c * mm
     ss = c * ms

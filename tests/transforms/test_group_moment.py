@@ -82,3 +82,35 @@ def test_a_static_zero_l2_adds_no_term():
                            x=jnp.array([1.0, 2.0]))[0]
   np.testing.assert_allclose(got, B1 * mu + (1 - B1) * (g + 0.5 * jnp.array([1.0, 2.0])),
                              rtol=1e-6)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.25])
+def test_the_coupled_moment_is_the_combination_of_its_terms(l2):
+  """``coupled_first_moment``'s values are ``Σ c_k a_k`` of the terms it names (what the
+  one-pass kernel reduces instead of the values): ``g + λx`` and ``β1 m + (1 − β1)(g + λx)``."""
+  from spherax.transforms.group_moment import coupled_first_moment
+  rng = np.random.default_rng(3)
+  g, mu, x = (jnp.asarray(rng.normal(size=(4, 3)), jnp.float32) for _ in range(3))
+  for moment in coupled_first_moment(g, mu, B1, l2=l2, x=x):
+    combined = sum(c * np.asarray(a, np.float64) for c, a in moment.terms)
+    np.testing.assert_allclose(moment.value, combined, rtol=1e-6, atol=1e-7)
+  mu_new, coupled = coupled_first_moment(g, mu, B1, l2=l2, x=x)
+  np.testing.assert_allclose(coupled.value, g + l2 * x, rtol=1e-6)
+  np.testing.assert_allclose(mu_new.value, B1 * mu + (1 - B1) * (g + l2 * x), rtol=1e-6,
+                             atol=1e-7)
+  assert len(coupled.terms) == (1 if l2 == 0.0 else 2)  # a static zero λ: no x term
+
+
+def test_the_second_moment_and_scale_are_adams():
+  """``group_second_moment``: ``v' = β2 v + (1 − β2)||g̃||²``, ``c = sqrt(d)/((1 − β1^t)
+  (sqrt(v'/(1 − β2^t)) + ε))``, re-derived in NumPy; a zero denominator gives ``c = 0``."""
+  from spherax.transforms.group_moment import group_second_moment
+  layout = groups.per_output().layout((4, 3))
+  nu, sq = jnp.array([[0.5, 0.0, 2.0]]), jnp.array([[1.0, 0.0, 3.0]])
+  got_nu, got_c = group_second_moment(layout, nu, sq, B1, B2, 0.0, jnp.int32(3))
+  want_nu = B2 * np.asarray(nu) + (1 - B2) * np.asarray(sq)
+  den = np.sqrt(want_nu / (1 - B2**3))
+  want_c = np.where(den != 0, np.sqrt(4) / (1 - B1**3) / np.where(den != 0, den, 1), 0)
+  np.testing.assert_allclose(got_nu, want_nu, rtol=1e-6)
+  np.testing.assert_allclose(got_c, want_c, rtol=1e-6)
+  assert float(got_c[0, 1]) == 0.0
