@@ -142,28 +142,38 @@ def _rebuilt(template: Any, stored: Any) -> Any:
   return jax.tree.unflatten(outer, [node(t, s) for t, s in parts])
 
 
-@functools.partial(jax.jit, static_argnames=("layout", "center"))
-def _start(x, n, first, *, layout, center):
-  """Per group: ``Σx``, the mean ``μ``, ``ρ = 1/||x_c||`` (0 for a constant group),
-  the norm ``n`` (frozen at the first step) and ``n/||x_c||``, from ``Σx`` and ``||x||²``."""
-  sx, xx = geometry.group_sum(x, layout), geometry.sqnorm(x, layout)
+def _frame(sx, xx, n, first, *, layout, center):
+  """Per group: the mean ``μ``, ``ρ = 1/||x_c||`` (0 for a constant group), the norm
+  ``n`` (frozen at the first step) and ``n/||x_c||``, from ``Σx`` and ``||x||²``."""
   mu = sx / layout.group_size if center else jnp.zeros_like(sx)
   # ||x_c||² = ||x||² − 2 μ Σx + d μ² (equal to centered_dot's ||x||² − μ Σx to rounding;
   # kept in this form, in which XLA:GPU fuses rv_adam_l2's v' into its reduction pass).
   xc_xc = jnp.maximum(geometry.shifted_dot(xx, sx, sx, mu, mu, layout.group_size), 0)
   rho = geometry.safe_div(1, jnp.sqrt(xc_xc))
   n = jnp.where(first, jnp.sqrt(xx).astype(n.dtype), n)
-  return sx, mu, rho, n, geometry.safe_div(n.astype(xc_xc.dtype), jnp.sqrt(xc_xc))
+  return mu, rho, n, geometry.safe_div(n.astype(xc_xc.dtype), jnp.sqrt(xc_xc))
 
 
 @functools.partial(jax.jit, static_argnames=("layout", "center"))
-def _rotate(x, dg, sx, mu_x, rho, n, s, target, debias, decay, rest, eps, *, layout, center):
-  """One rotational leaf's update ``x' − x`` and new ``S`` (module docstring), with
-  ``decay = ζ`` and ``rest = 1 − ζ``."""
+def _start(x, n, first, *, layout, center):
+  """``x_s = n x_c / ||x_c||``: what the inner direction sees as params (XLA drops it
+  where the direction does not read params)."""
+  mu, _, _, a = _frame(geometry.group_sum(x, layout), geometry.sqnorm(x, layout), n, first,
+                       layout=layout, center=center)
+  e = lambda v: geometry.expand(v, layout)
+  return (e(a) * (x.astype(a.dtype) - e(mu))).astype(x.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("layout", "center"))
+def _rotate(x, dg, n, s, first, target, debias, decay, rest, eps, *, layout, center):
+  """One rotational leaf's update ``x' − x``, new ``S`` and frozen norm ``n`` (module
+  docstring), with ``decay = ζ`` and ``rest = 1 − ζ``."""
   dtype = geometry.compute_dtype(x, dg)
-  # Raw dot products (one pass over Δg and x), then the centred ones.
-  s_dg, dg_x, dg_dg = (geometry.group_sum(dg, layout), geometry.dot(dg, x, layout),
-                       geometry.sqnorm(dg, layout))
+  # Raw sums and dot products (one pass over x and Δg; one kernel on a CUDA device),
+  # then the centred ones.
+  sx, s_dg, xx, dg_x, dg_dg = geometry.sums_and_dots(
+      [x, dg], [(x, x), (dg, x), (dg, dg)], layout, one_pass=True)
+  mu_x, rho, n, _ = _frame(sx, xx, n, first, layout=layout, center=center)
   mu_d = s_dg / layout.group_size if center else jnp.zeros_like(s_dg)
   # Δ = Δc − c ρ x_c, c = <Δc, x_c> ρ the component of Δc along x_c / ||x_c||.
   c = geometry.centered_dot(dg_x, s_dg, mu_x) * rho
@@ -180,7 +190,7 @@ def _rotate(x, dg, sx, mu_x, rho, n, s, target, debias, decay, rest, eps, *, lay
   xc = x.astype(dtype) - e(mu_x)
   dc = dg.astype(dtype) - e(mu_d)
   x_new = e(sigma * (1 + angle * c) * rho) * xc - e(sigma * angle) * dc
-  return (x_new - x.astype(dtype)).astype(x.dtype), s
+  return (x_new - x.astype(dtype)).astype(x.dtype), s, n
 
 
 def rotational_wrapper(
@@ -310,21 +320,12 @@ def rotational_wrapper(
 
     def start(layout, x, n):
       if layout is None:
-        return None
+        return x
       return _start(x, n, first, layout=layout.unnamed(), center=center)
 
-    def centred_start(layout, x, st):
-      """``x_s = n x_c / ||x_c||``: what the inner direction sees as params."""
-      if layout is None:
-        return x
-      _, mu, _, _, a = st
-      e = lambda v: geometry.expand(v, layout)
-      return (e(a) * (x.astype(a.dtype) - e(mu))).astype(x.dtype)
-
-    starts = [start(layout, x, n)
-              for layout, x, n in zip(layouts, leaves, treedef.flatten_up_to(state.norm))]
+    norms = treedef.flatten_up_to(state.norm)
     inner_params = jax.tree.unflatten(
-        treedef, [centred_start(*args) for args in zip(layouts, leaves, starts)])
+        treedef, [start(*args) for args in zip(layouts, leaves, norms)])
     dirs, dir_state = inner_rot.update(
         updates, _rebuilt(jax.eval_shape(inner_rot.init, params), state.direction),
         inner_params, **extra_args)
@@ -335,24 +336,24 @@ def rotational_wrapper(
     eta_r = angular_rate(lr)
     debias = 1 - jnp.asarray(rms_decay, jnp.float32) ** (count + 1).astype(jnp.float32)
 
-    def leaf(layout, x, dg, other, st, s, scale):
+    def leaf(layout, x, dg, other, n, s, scale):
       if layout is None:
-        return other.astype(x.dtype), s
+        return other.astype(x.dtype), s, n
       if x.size == 0:
-        return jnp.zeros_like(x), s
+        return jnp.zeros_like(x), s, n
       target = eta_r if scale is None else eta_r * scale
-      return _rotate(x, dg, *st[:4], s, target, debias, rms_decay, 1 - rms_decay, eps,
+      return _rotate(x, dg, n, s, first, target, debias, rms_decay, 1 - rms_decay, eps,
                      layout=layout.unnamed(), center=center)
 
-    pairs = [
+    out = [
         leaf(*args) for args in zip(
             layouts, leaves, treedef.flatten_up_to(dirs), treedef.flatten_up_to(others),
-            starts, treedef.flatten_up_to(state.rms), scales_of(layouts, params))
+            norms, treedef.flatten_up_to(state.rms), scales_of(layouts, params))
     ]
-    return jax.tree.unflatten(treedef, [p[0] for p in pairs]), RotationalState(
+    return jax.tree.unflatten(treedef, [o[0] for o in out]), RotationalState(
         count=optax.safe_int32_increment(count),
-        norm=jax.tree.unflatten(treedef, [None if st is None else st[3] for st in starts]),
-        rms=jax.tree.unflatten(treedef, [p[1] for p in pairs]),
+        norm=jax.tree.unflatten(treedef, [o[2] for o in out]),
+        rms=jax.tree.unflatten(treedef, [o[1] for o in out]),
         direction=_stored(dir_state),
         nonrotational=_stored(other_state),
     )
