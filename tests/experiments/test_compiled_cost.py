@@ -290,6 +290,25 @@ def test_h100_one_pass_statistics_reach_the_floor(name):
     assert cost.passes <= 1.1 * floor, (case, cost.passes)
 
 
+# The rotational wrapper's statistics are of the inner direction's output Δg, which the
+# kernel reads once XLA has written it: one kernel per rotational leaf, and at most one
+# pass over the floor (its in-pass write of Δg) on the dense leaves. On conv leaves XLA
+# recomputes Δg in the update kernel from the inner moments (+1 more; README).
+ROTATIONAL = ["rv_adamw", "rv_sgdm", "rv_lion"]
+
+
+@needs_cuda_plugin
+@pytest.mark.parametrize("name", ROTATIONAL)
+def test_h100_rotational_statistics_take_one_kernel(name, tmp_path):
+  device = compiled_cost.topology_devices(compiled_cost.TARGETS["h100"])[0]
+  floor = benchmark.MIN_PASSES[name][0]
+  shapes = {"a": (512, 256), "b": (256, 128)}
+  cost, _ = compiled_cost.step_cost(benchmark.OPTIMIZERS[name][0](), shapes, device,
+                                    dump=tmp_path / "step.hlo")
+  assert (tmp_path / "step.hlo").read_text().count('custom_call_target="__gpu$xla.gpu.triton"') == 2
+  assert cost.passes <= floor + 1.1, cost.passes
+
+
 def test_split_runs_merge_in_the_optimizer_order(tmp_path, capsys):
   def run(path, case, names, versions="jax 0, libtpu 0"):
     row = {"passes": 7.0, "kernels": 1, "fusions": 1, "estimated_cycles": 1, "temp_bytes": 0,
