@@ -227,9 +227,10 @@ class Combination(NamedTuple):
   (Python numbers or 0-d arrays). :func:`dots` and :func:`sums_and_dots` with
   ``one_pass`` take a combination wherever they take an array: the plain
   reductions are of ``value``; the CUDA kernel reduces the terms' pairwise dot
-  products instead (``<Σ c_k a_k, Σ d_l b_l> = Σ c_k d_l <a_k, b_l>``, squared
-  norms clamped at 0, which rounding can cross where the terms cancel), so the
-  step's arrays are read once and ``value`` is not written out for the kernel.
+  products instead (``<Σ c_k a_k, Σ d_l b_l> = Σ c_k d_l <a_k, b_l>``; a pair of
+  one combination with itself is a squared norm, clamped at 0, which rounding can
+  cross where the terms cancel), so the step's arrays are read once and ``value``
+  is not written out for the kernel.
   ``value`` must be the combination, as the caller computes it; only the
   derivative of ``value`` is used.
 
@@ -253,6 +254,18 @@ def _value(a):
   return a.value if isinstance(a, Combination) else a
 
 
+def _plain_dots_of_values(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
+  """:func:`_plain_dots` of the operands' values (``(a, None)``: a sum)."""
+  return _plain_dots([(_value(a), None if b is None else _value(b)) for a, b in pairs],
+                     layout, dtype)
+
+
+def _gram_key(i, j):
+  """The kernel's pair for the dot product of arrays ``i`` and ``j`` (real: symmetric;
+  ``j`` None: the sum of ``i``)."""
+  return (i, j) if j is None or i <= j else (j, i)
+
+
 def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
   """:func:`_plain_dots` of the operands' values, or on CUDA devices one kernel
   for the dot products of every array the operands are combined from
@@ -274,8 +287,8 @@ def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
   for u, v in pairs:
     for _, a in _terms(u):
       for _, b in ((None, None),) if v is None else _terms(v):
-        i, j = index[id(a)], index[None if b is None else id(b)]
-        gram.setdefault((i, j) if j is None or i <= j else (j, i), len(gram))
+        gram.setdefault(_gram_key(index[id(a)], index[None if b is None else id(b)]),
+                        len(gram))
   shape = layout.shape
   columns = (shape[-1],) if shape else ()
   matrix = (math.prod(shape[:-1]), shape[-1]) if shape else ()
@@ -285,8 +298,7 @@ def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
       or _column_dots.tiling(matrix, len(gram), min(a.dtype.itemsize for a in arrays)) is None
       or _several_gpus()
       or any(_sharded_type(a) for a in arrays)):
-    return _plain_dots([(_value(a), None if b is None else _value(b)) for a, b in pairs],
-                       layout, dtype)
+    return _plain_dots_of_values(pairs, layout, dtype)
   value_pairs = list(zip(range(0, len(values), 2), range(1, len(values), 2)))
 
   def on_gpu(values, arrays, traced):
@@ -305,8 +317,7 @@ def _one_pass_dots(pairs, layout: GroupLayout, dtype) -> tuple[jax.Array, ...]:
       total = 0
       for c, a in u_terms:
         for d, b in v_terms:
-          i, j = index[id(a)], index[None if b is None else id(b)]
-          term = sums[gram[(i, j) if j is None or i <= j else (j, i)]]
+          term = sums[gram[_gram_key(index[id(a)], index[None if b is None else id(b)])]]
           scale = c * d
           total = total + (term if isinstance(scale, (int, float)) and scale == 1
                            else scale * term)
@@ -366,10 +377,7 @@ def dots(
   its value elsewhere).
   """
   dtype = compute_dtype(*(_value(a) for pair in pairs for a in pair))
-  if one_pass:
-    plain = _one_pass_dots(pairs, layout, dtype)
-  else:
-    plain = _plain_dots([(_value(a), _value(b)) for a, b in pairs], layout, dtype)
+  plain = (_one_pass_dots if one_pass else _plain_dots_of_values)(pairs, layout, dtype)
   if not safe:
     return plain
   pairs = [(view(_value(a).astype(dtype), layout), view(_value(b).astype(dtype), layout))
@@ -412,10 +420,7 @@ def sums_and_dots(
   """
   pairs = [(a, None) for a in sums] + list(pairs)
   dtype = compute_dtype(*(_value(a) for pair in pairs for a in pair if a is not None))
-  if one_pass:
-    return _one_pass_dots(pairs, layout, dtype)
-  return _plain_dots([(_value(a), None if b is None else _value(b)) for a, b in pairs],
-                     layout, dtype)
+  return (_one_pass_dots if one_pass else _plain_dots_of_values)(pairs, layout, dtype)
 
 
 def dot(a: jax.Array, b: jax.Array, layout: GroupLayout, *, safe: bool = False) -> jax.Array:
